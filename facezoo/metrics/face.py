@@ -1,0 +1,226 @@
+"""FaCe (Fair Collapse): variance collapse + class fairness of the target features.
+
+Ding, Jiang, Sheng, Zheng, Liang, "Unleashing the power of neural collapse for transferability estimation"
+(arXiv 2310.05754). The paper's full text and code are not public: the abstract and the public ICLR-2024 reviews fix
+``S = C + F``, NC1 about the global mean with equal class weights, and Bhattacharyya coefficients between class
+Gaussians for F; everything else is our reconstruction (``docs/FACE.md``), each open choice an option with the
+documented default.
+
+Variance collapse (NC1 of Papyan et al. 2020, class-weighted, about the global mean)::
+
+    Σ_B = (1/K) Mᵀ M,  M = [μ_k − μ_G]_k                        (K, D), rank r ≤ K
+    Σ_W = (1/K) Σ_k Σ_k   (weighting="class")  or  (1/N) Σ_i (x_i − μ_{y_i})(·)ᵀ  (weighting="sample")
+    NC1 = (1/K) Tr(Σ_W Σ_B⁺),   C = −log NC1  (c_form="neg_log")  or  −NC1  (c_form="neg")
+
+computed without any D×D matrix: thin SVD ``M = U S Vᵀ``, ``Σ_B⁺ = K V S⁻² Vᵀ``, so
+``NC1 = Σ_j (v_jᵀ Σ_W v_j) / s_j²`` with ``v_jᵀ Σ_W v_j`` from the class-centred projections ``(X − μ_y) V``:
+O(N·D·r) instead of O(N·D² + D³). Between-class directions with ``s_j²/K ≤ D·eps·max(s_1²/K, tr Σ_T)`` are
+numerically absent (NumPy's pinv cut-off, made relative to the data's total variance too, so that identical class
+means count as no separation, not as perfect collapse). NC1 is clipped to [0, 1e12] and ``C`` to
+[−log 1e12, −log 1e-12]: perfectly collapsed features give NC1 = 0 and the best C, identical class distributions the
+worst, and no inf or NaN leaks.
+
+Class fairness: features reduced to ``pca_dim`` principal directions (from the Gram), one Gaussian per class
+(``cov``: "diag" default, "spherical", or "full" shrunk towards its diagonal by ``shrinkage``), variances floored
+at ``var_floor`` times the mean PCA variance (relative, so F is invariant to a global rescaling), Bhattacharyya
+coefficients ``BC = exp(−D_B)`` between classes, per-class overlap with the rest ``o_k`` (``overlap``: "sum"
+``Σ_{j≠k} BC(k, j)``, "max", or "pooled" = BC with one Gaussian fitted to all other classes), and the fairness of
+the overlaps (``fairness``): "entropy" ``H(p)/log K`` with ``p_k ∝ o_k + δ``, "softmax_entropy" with
+``p = softmax(−o/t)``, or "neg_cv" ``−std(o + δ)/mean(o + δ)``. ``δ = 1e-12`` makes F continuous and equal to its
+fair value (1, 1, 0) when every class is separated from the rest (all ``o_k`` ≈ 0).
+
+Zoo score: ``face = norm(C) + fairness_weight · norm(F)`` with ``norm`` over the models being ranked
+(``zoo_norm``: "minmax" default, "zscore", "none"); for a single model ``face = C + fairness_weight · F``.
+
+Cost: one pass for class means + one Gram pass (F only) + one projection pass onto ``r + pca_dim`` directions;
+memory O(N·(r + pca_dim) + D²). Identical class distributions make F maximally *fair* (all overlaps equal): F alone
+measures balance, not separation; C carries the separation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facezoo.errors import FaceZooError
+from facezoo.metrics._gaussian import bhattacharyya, bhattacharyya_matrix, class_gaussians, pca_basis
+from facezoo.metrics._gaussian import pca_class_moments, pca_dims, rest_gaussians
+from facezoo.metrics._registry import register_metric, zoo_normalise
+from facezoo.metrics.stats import FeatureStats
+
+__all__ = ["face_terms", "NC1_MAX", "NC1_MIN_FOR_LOG"]
+
+NC1_MAX = 1e12
+NC1_MIN_FOR_LOG = 1e-12
+_OVERLAP_DELTA = 1e-12
+_PAPER = "Ding et al., Fair Collapse (FaCe), arXiv 2310.05754, 2023"
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise FaceZooError(f"{option} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def _between_directions(stats: FeatureStats, global_mean: str) -> tuple[np.ndarray, np.ndarray]:
+    """Right singular vectors ``V`` ``(D, r)`` of M with the eigenvalues ``s_j²/K`` of Σ_B they carry."""
+    _choice("global_mean", global_mean, ("sample", "class"))
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        dev = stats.class_deviations
+        m = dev if global_mean == "sample" else dev - dev.mean(0)
+        _, s, vt = np.linalg.svd(m, full_matrices=False)
+        lam = s**2 / stats.n_classes  # non-zero eigenvalues of Σ_B
+        keep = lam > stats.dim * np.finfo(float).eps * max(lam[0], stats.total_variance)
+        return vt[keep].T, lam[keep]
+
+    return stats.memo(("between_directions", global_mean), compute)
+
+
+def _nc1(stats: FeatureStats, weighting: str, global_mean: str) -> float:
+    _choice("weighting", weighting, ("class", "sample"))
+    v, lam = _between_directions(stats, global_mean)
+    if not len(lam):
+        return NC1_MAX
+    z = stats.class_residuals(("between", global_mean), v)
+    ss = stats.class_sums_of(z**2)  # (K, r) within-class sums of squares along each v_j
+    w = (ss / stats.counts[:, None]).mean(0) if weighting == "class" else ss.sum(0) / stats.n
+    return float(min((w / lam).sum() / stats.n_classes, NC1_MAX))
+
+
+def _variance_collapse(nc1: float, c_form: str) -> float:
+    if _choice("c_form", c_form, ("neg_log", "neg")) == "neg":
+        return -nc1
+    return float(-np.log(max(nc1, NC1_MIN_FOR_LOG)))
+
+
+def _fairness_of(overlaps: np.ndarray, fairness: str, t: float) -> float:
+    k = len(overlaps)
+    if fairness == "neg_cv":
+        o = overlaps + _OVERLAP_DELTA
+        return float(-o.std() / o.mean())
+    if fairness == "entropy":
+        p = (overlaps + _OVERLAP_DELTA) / (overlaps + _OVERLAP_DELTA).sum()
+    else:
+        if not t > 0:
+            raise FaceZooError(f"t must be > 0, got {t!r}")
+        logits = -overlaps / t
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(k))
+
+
+def _class_overlaps(
+    stats: FeatureStats, pca_dim: int | None, cov: str, shrinkage: float, var_floor: float, overlap: str
+) -> np.ndarray:
+    _choice("overlap", overlap, ("sum", "max", "pooled"))
+    if not var_floor >= 0:
+        raise FaceZooError(f"var_floor must be >= 0, got {var_floor!r}")
+
+    def compute() -> np.ndarray:
+        moments = pca_class_moments(stats, pca_dim)
+        floor = var_floor * moments["variances"].mean()
+        covs = class_gaussians(stats, moments, cov, floor, shrinkage)
+        if overlap == "pooled":
+            rest_means, rest_covs = rest_gaussians(stats, moments, cov, floor, shrinkage)
+            return np.exp(-bhattacharyya(moments["means"], covs, rest_means, rest_covs, cov))
+        bc = bhattacharyya_matrix(moments["means"], covs, cov)
+        np.fill_diagonal(bc, 0.0)
+        return bc.sum(1) if overlap == "sum" else bc.max(1)
+
+    return stats.memo(("face_overlaps", pca_dim, cov, shrinkage, var_floor, overlap), compute)
+
+
+def face_terms(
+    stats: FeatureStats,
+    *,
+    pca_dim: int | None = 64,
+    cov: str = "diag",
+    shrinkage: float = 0.1,
+    var_floor: float = 1e-4,
+    overlap: str = "sum",
+    fairness: str = "entropy",
+    t: float = 1.0,
+    weighting: str = "class",
+    global_mean: str = "sample",
+    c_form: str = "neg_log",
+) -> dict[str, object]:
+    """Every FaCe quantity of one model: ``nc1``, ``variance_collapse`` (C), ``class_fairness`` (F), ``overlaps``."""
+    _choice("fairness", fairness, ("entropy", "softmax_entropy", "neg_cv"))
+    d = pca_dims(stats, pca_dim)
+    stats.prefetch_class_residuals(  # both terms' projections in one pass over the features
+        {("between", global_mean): _between_directions(stats, global_mean)[0], ("pca", d): pca_basis(stats, d)[0]}
+    )
+    nc1 = _nc1(stats, weighting, global_mean)
+    overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap)
+    return {
+        "nc1": nc1,
+        "variance_collapse": _variance_collapse(nc1, c_form),
+        "class_fairness": _fairness_of(overlaps, fairness, t),
+        "overlaps": dict(zip(stats.classes.tolist(), overlaps.tolist())),
+    }
+
+
+def _combine_face(terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", fairness_weight: float = 1.0) -> np.ndarray:
+    return zoo_normalise(terms["variance_collapse"], zoo_norm) + fairness_weight * zoo_normalise(
+        terms["class_fairness"], zoo_norm
+    )
+
+
+@register_metric(
+    "face", paper=_PAPER, uses_gram=True, combine=_combine_face,
+    combine_options={"zoo_norm": "minmax", "fairness_weight": 1.0},
+)
+def face(
+    stats: FeatureStats,
+    *,
+    pca_dim: int | None = 64,
+    cov: str = "diag",
+    shrinkage: float = 0.1,
+    var_floor: float = 1e-4,
+    overlap: str = "sum",
+    fairness: str = "entropy",
+    t: float = 1.0,
+    weighting: str = "class",
+    global_mean: str = "sample",
+    c_form: str = "neg_log",
+) -> dict[str, float]:
+    """FaCe's two raw terms; the zoo score is ``norm(C) + fairness_weight · norm(F)`` (module docstring)."""
+    terms = face_terms(
+        stats, pca_dim=pca_dim, cov=cov, shrinkage=shrinkage, var_floor=var_floor, overlap=overlap,
+        fairness=fairness, t=t, weighting=weighting, global_mean=global_mean, c_form=c_form,
+    )
+    return {"variance_collapse": terms["variance_collapse"], "class_fairness": terms["class_fairness"]}
+
+
+@register_metric("face_variance", paper=_PAPER)
+def face_variance(
+    stats: FeatureStats, *, weighting: str = "class", global_mean: str = "sample", c_form: str = "neg_log"
+) -> float:
+    """FaCe's variance-collapse term C alone (``−log NC1`` by default)."""
+    return _variance_collapse(_nc1(stats, weighting, global_mean), c_form)
+
+
+@register_metric("face_fairness", paper=_PAPER, uses_gram=True)
+def face_fairness(
+    stats: FeatureStats,
+    *,
+    pca_dim: int | None = 64,
+    cov: str = "diag",
+    shrinkage: float = 0.1,
+    var_floor: float = 1e-4,
+    overlap: str = "sum",
+    fairness: str = "entropy",
+    t: float = 1.0,
+) -> float:
+    """FaCe's class-fairness term F alone (in [0, 1] for the entropy forms; 1 = every class overlaps equally)."""
+    _choice("fairness", fairness, ("entropy", "softmax_entropy", "neg_cv"))
+    return _fairness_of(_class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap), fairness, t)
+
+
+@register_metric(
+    "nc1", paper="Papyan, Han, Donoho, PNAS 2020 (neural collapse NC1)", higher_is_better=False
+)
+def nc1(stats: FeatureStats, *, weighting: str = "class", global_mean: str = "sample") -> float:
+    """The raw NC1 value ``(1/K) Tr(Σ_W Σ_B⁺)``: lower = more collapsed."""
+    return _nc1(stats, weighting, global_mean)
