@@ -1,0 +1,211 @@
+"""Analytic cases and invariances of every metric, and the errors bad input gets."""
+
+import numpy as np
+import pytest
+
+from conftest import make_classes
+from facezoo import FaceZooError, metrics
+from facezoo.metrics.face import NC1_MAX, NC1_MIN_FOR_LOG
+
+FEATURE_METRICS = [m for m in metrics.available() if not metrics.info(m).needs_logits]
+ALL = metrics.available()
+
+
+def logits_needed(name, labels, seed=1):
+    if not metrics.info(name).needs_logits:
+        return {}
+    rng = np.random.default_rng(seed)
+    return {"logits": rng.standard_normal((len(labels), 5)) + 3 * np.eye(5)[labels % 5]}
+
+
+def test_registry_lists_every_required_metric_with_its_facts():
+    required = {"face", "face_variance", "face_fairness", "nc1", "logme", "leep", "nleep", "nce", "hscore",
+                "hscore_shrinkage", "gbc", "transrate", "sfda", "ncti", "etran", "knn", "linear_probe"}
+    assert required <= set(metrics.available())
+    assert metrics.available() == sorted(metrics.available())
+    for name in metrics.available():
+        info = metrics.info(name)
+        assert info.paper and info.higher_is_better == (name != "nc1")
+    assert {m for m in ALL if metrics.info(m).needs_logits} == {"leep", "nce"}
+    assert {m for m in ALL if metrics.info(m).zoo_normalised} == {"face", "ncti", "etran"}
+    assert metrics.info("face").options["pca_dim"] == 64 and metrics.info("face").options["zoo_norm"] == "minmax"
+
+
+# ---------------------------------------------------------------------------------------------------- analytic cases
+def test_perfectly_collapsed_features_give_zero_nc1_and_the_best_c():
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((4, 10)) * 3
+    y = np.repeat(np.arange(4), 5)
+    x = means[y]  # zero within-class spread
+    terms = metrics.face_terms(x, y)
+    assert 0.0 <= terms["nc1"] < 1e-20  # zero up to the rounding of the class means
+    assert terms["variance_collapse"] == pytest.approx(-np.log(NC1_MIN_FOR_LOG))
+    assert terms["class_fairness"] == pytest.approx(1.0)  # all classes separated: perfectly fair
+    values = metrics.score_many(x, y, [m for m in FEATURE_METRICS if m != "nleep"])
+    assert all(np.isfinite(v) for v in values.values()), values
+
+
+def test_identical_class_distributions_give_the_worst_scores(logits_for):
+    rng = np.random.default_rng(0)
+    cloud = rng.standard_normal((30, 8))
+    x = np.vstack([cloud, cloud, cloud])  # every class is the same point cloud
+    y = np.repeat([0, 1, 2], 30)
+    logits = np.vstack([rng.standard_normal((30, 5))] * 3)  # and the same source predictions
+    worst = metrics.score_many(x, y, logits=logits)
+    assert worst["nc1"] == NC1_MAX
+    assert worst["face_variance"] == pytest.approx(np.log(NC1_MIN_FOR_LOG))
+    assert worst["hscore"] == pytest.approx(0.0, abs=1e-12)
+    assert worst["hscore_shrinkage"] == pytest.approx(0.0, abs=1e-12)
+    assert worst["gbc"] == pytest.approx(-3 * 2)  # every coefficient is 1
+    assert worst["transrate"] == pytest.approx(0.0, abs=1e-9)  # its minimum: R(Z) ≥ Σ π_k R(Z_k)
+    assert worst["nce"] == pytest.approx(-np.log(3))  # −H(Y)
+    assert worst["leep"] == pytest.approx(np.log(1 / 3))  # P̂(y | z) = π_y
+    separable_x, separable_y = make_classes(n_per_class=(30, 30, 30), dim=8, separation=4.0)
+    best = metrics.score_many(separable_x, separable_y, logits=logits_for(separable_y))
+    for name in ALL:
+        if name == "face_fairness":
+            continue  # F measures balance: identical classes overlap equally, which is perfectly "fair"
+        better = best[name] < worst[name] if name == "nc1" else best[name] > worst[name]
+        assert better, (name, best[name], worst[name])
+
+
+@pytest.mark.parametrize("name", [m for m in ALL if m != "face_fairness"])  # F measures balance, not separation
+def test_separable_features_score_above_random_ones(name):
+    separable_x, y = make_classes(n_per_class=(40, 40, 40, 40), dim=10, separation=4.0)
+    rng = np.random.default_rng(3)
+    random_x = rng.standard_normal(separable_x.shape)
+    good = metrics.score(name, separable_x, y, **logits_needed(name, y))
+    # logits independent of the labels for the random case
+    bad = metrics.score(name, random_x, y, **logits_needed(name, rng.permutation(y), seed=5))
+    assert (good < bad) if name == "nc1" else (good > bad), (good, bad)
+
+
+# ---------------------------------------------------------------------------------------------------- invariances
+@pytest.mark.parametrize("name", ALL)
+def test_scores_do_not_depend_on_sample_order_or_label_names(name):
+    x, y = make_classes()
+    extra = logits_needed(name, y)
+    base = metrics.score(name, x, y, **extra)
+    perm = np.random.default_rng(7).permutation(len(y))
+    permuted_extra = {k: v[perm] for k, v in extra.items()}
+    assert metrics.score(name, x[perm], y[perm], **permuted_extra) == pytest.approx(base, rel=1e-9, abs=1e-12)
+    names = np.array(["zebra", "ant", "moth", "bee"])[y]  # strings, sorted differently from the ints
+    assert metrics.score(name, x, names, **extra) == pytest.approx(base, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nc1", "face_variance", "face_fairness", "face", "hscore", "knn"])
+@pytest.mark.parametrize("scale", [1e-3, 7.0, 1e4])
+def test_global_rescaling_changes_nothing(name, scale):
+    x, y = make_classes()
+    assert metrics.score(name, x * scale, y) == pytest.approx(metrics.score(name, x, y), rel=1e-8)
+
+
+@pytest.mark.parametrize("name", [m for m in FEATURE_METRICS if metrics.info(m).shift_invariant])
+def test_a_large_common_offset_is_not_cancellation(name):
+    x, y = make_classes(dim=8)
+    shifted = x + 1000.0
+    assert metrics.score(name, shifted, y) == pytest.approx(metrics.score(name, x, y), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", FEATURE_METRICS)
+def test_fewer_samples_than_dimensions_works(name):
+    x, y = make_classes(n_per_class=(6, 5, 7), dim=50)
+    assert np.isfinite(metrics.score(name, x, y))
+
+
+def test_float32_and_chunked_passes_agree_with_float64():
+    x, y = make_classes(n_per_class=(200, 150, 250), dim=16)
+    names = [m for m in FEATURE_METRICS if m not in ("nleep", "linear_probe", "knn")]
+    exact = metrics.score_many(x, y, names)
+    single = metrics.score_many(x.astype(np.float32), y, names)
+    for name in names:
+        assert single[name] == pytest.approx(exact[name], rel=1e-4, abs=1e-6), name
+
+
+def test_score_and_score_many_agree(logits_for):
+    x, y = make_classes()
+    logits = logits_for(y)
+    many = metrics.score_many(x, y, logits=logits)
+    assert set(ALL) <= set(many)
+    for name in ALL:
+        assert many[name] == pytest.approx(metrics.score(name, x, y, logits=logits), rel=1e-12, abs=1e-15), name
+
+
+def test_score_many_default_skips_metrics_whose_inputs_are_missing():
+    x, y = make_classes()
+    computed = metrics.score_many(x, y)
+    assert not {"leep", "nce"} & set(computed)
+    assert set(FEATURE_METRICS) <= set(computed)
+
+
+def test_torch_tensors_give_the_numpy_values():
+    torch = pytest.importorskip("torch")
+    x, y = make_classes(dim=10)
+    names = ["face", "nc1", "hscore", "logme", "gbc", "transrate", "sfda", "ncti", "etran", "knn"]
+    want = metrics.score_many(x, y, names)
+    got = metrics.score_many(torch.from_numpy(x), torch.from_numpy(y), names)
+    for name in names:
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+def test_callers_arrays_are_never_modified(logits_for):
+    x, y = make_classes()
+    logits = logits_for(y)
+    copies = (x.copy(), y.copy(), logits.copy())
+    metrics.score_many(x, y, logits=logits)
+    for before, after in zip(copies, (x, y, logits)):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize(
+    "features, labels, message",
+    [
+        (np.ones(5), np.arange(5), "features must be 2-D"),
+        (np.zeros((0, 3)), np.zeros(0), "features are empty"),
+        (np.ones((4, 3)), np.arange(3), "labels has 3 rows, features has 4"),
+        (np.random.default_rng(0).random((6, 3)), np.zeros(6), "need at least 2 classes"),
+        (np.random.default_rng(0).random((5, 3)), np.array([0, 0, 1, 1, 2]), "class 2 has a single sample"),
+        (np.random.default_rng(0).random((5, 3)), np.array(list("aabbc")), "class 'c' has a single sample"),
+        (np.ones((6, 3)), np.array([0, 0, 0, 1, 1, 1]), "features are constant"),
+        (np.array([["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]]), np.array([0, 0, 1, 1]), "real numbers"),
+        (np.random.default_rng(0).random((4, 3)), np.array([0.0, np.nan, 1.0, 1.0]), "labels contain NaN"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(features, labels, message):
+    with pytest.raises(FaceZooError, match=message):
+        metrics.score("face", features, labels)
+
+
+def test_nan_and_inf_are_located():
+    x, y = make_classes()
+    x = x.copy()
+    x[17, 3] = np.nan
+    with pytest.raises(FaceZooError, match=r"NaN or inf \(row 17, column 3\)"):
+        metrics.score("nc1", x, y)
+    x[17, 3] = 0.0
+    x[5, 0] = -np.inf
+    with pytest.raises(FaceZooError, match=r"row 5, column 0"):
+        metrics.score_many(x, y)
+
+
+def test_logits_errors():
+    x, y = make_classes()
+    with pytest.raises(FaceZooError, match="needs the source model's logits"):
+        metrics.score("leep", x, y)
+    with pytest.raises(FaceZooError, match="logits has 3 rows"):
+        metrics.score("leep", x, y, logits=np.ones((3, 4)))
+    with pytest.raises(FaceZooError, match="logits contain NaN"):
+        metrics.score("nce", x, y, logits=np.full((len(y), 4), np.nan))
+
+
+def test_unknown_names_and_options_are_rejected_with_the_valid_ones():
+    x, y = make_classes()
+    with pytest.raises(FaceZooError, match="unknown metric 'fcae'.*face"):
+        metrics.score("fcae", x, y)
+    with pytest.raises(FaceZooError, match="no option 'pca_dims'.*pca_dim"):
+        metrics.score("face", x, y, pca_dims=3)
+    with pytest.raises(FaceZooError, match="fairness must be one of"):
+        metrics.score("face", x, y, fairness="gini")
+    with pytest.raises(FaceZooError, match="options given for metrics not requested: gbc"):
+        metrics.score_many(x, y, ["face"], options={"gbc": {"pca_dim": 3}})
