@@ -100,7 +100,7 @@ def main() -> None:
         if name in args.skip:
             rows.append((name, None, "skipped (--skip)"))
             continue
-        seconds = best_of(1 if name in EXCLUDED_FROM_TOTAL else args.repeat, lambda: metrics.score(name, x, y))
+        seconds = best_of(1 if name in EXCLUDED_FROM_TOTAL else args.repeat, lambda m=name: metrics.score(m, x, y))
         target = TARGETS.get(name)
         note = "" if target is None else f"target ≤ {target} × Gram: {'met' if seconds / gram <= target else 'MISSED'}"
         if name in EXCLUDED_FROM_TOTAL:

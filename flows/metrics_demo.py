@@ -73,5 +73,8 @@ def run_metrics_demo(seed: int = 0) -> dict[str, object]:
     ranking = pd.DataFrame({"test accuracy": accuracy, "face": scores["face"],
                             "face rank": table[table.metric == "face"].set_index("model")["rank"].astype("Int64"),
                             "seconds (all metrics)": seconds})
-    return {"ranking": ranking.sort_values("face rank"), "weighted_tau": pd.Series(quality).sort_values(ascending=False),
-            "table": table}
+    return {
+        "ranking": ranking.sort_values("face rank"),
+        "weighted_tau": pd.Series(quality).sort_values(ascending=False),
+        "table": table,
+    }

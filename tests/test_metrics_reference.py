@@ -117,7 +117,7 @@ FACE_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", FACE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+@pytest.mark.parametrize("options", FACE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_face_terms_match_naive(options):
     x, y = make_classes(dim=12, separation=1.5)
     got = metrics.face_terms(x, y, **options)

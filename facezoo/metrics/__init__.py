@@ -119,7 +119,7 @@ def score_many(
     stats = FeatureStats(features, labels, gram=any(m.uses_gram for m in metrics))
     logits = None if logits is None else _check_logits(logits, stats.n)
     if any(m.uses_eigh for m in metrics):
-        stats.covariance_eigh  # one full eigen-decomposition serves every metric that reads the spectrum
+        _ = stats.covariance_eigh  # one full eigen-decomposition serves every metric that reads the spectrum
     out: dict[str, float] = {}
     for metric in metrics:
         out.update(_evaluate(metric, stats, logits, options.get(metric.name, {})))
@@ -176,7 +176,8 @@ def rank_zoo(
         order_key = -zoo if metric.higher_is_better else zoo
         ranks = pd.Series(order_key).rank(method="min", na_option="keep").to_numpy()
         rows += [
-            {"metric": name, "model": m, "raw": v, "score": s, "rank": r} for m, v, s, r in zip(models, value, zoo, ranks)
+            {"metric": name, "model": m, "raw": v, "score": s, "rank": r}
+            for m, v, s, r in zip(models, value, zoo, ranks, strict=True)
         ]
     table = pd.DataFrame(rows, columns=["metric", "model", "raw", "score", "rank"])
     return table.sort_values(["metric", "rank", "model"], na_position="last", kind="stable").reset_index(drop=True)

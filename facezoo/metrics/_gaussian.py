@@ -7,8 +7,10 @@ import numpy as np
 from facezoo.errors import FaceZooError
 from facezoo.metrics.stats import FeatureStats
 
-__all__ = ["COV_TYPES", "pca_dims", "pca_basis", "pca_class_moments", "class_gaussians", "rest_gaussians", "bhattacharyya",
-           "bhattacharyya_matrix"]
+__all__ = [
+    "COV_TYPES", "pca_dims", "pca_basis", "pca_class_moments", "class_gaussians", "rest_gaussians", "bhattacharyya",
+    "bhattacharyya_matrix",
+]
 
 COV_TYPES = ("full", "diag", "spherical")
 

@@ -82,7 +82,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def shrunk_lda_log_posteriors(stats: FeatureStats, a: float = 5.0) -> tuple[float, np.ndarray]:
-    """SFDA's first Fisher fit, shared by SFDA and ETran: ``(λ, log p(k | x_i))`` with ``S_Wλ`` (rows in class order)."""
+    """SFDA's first Fisher fit, shared by SFDA and ETran: ``(λ, log p(k | x_i))`` with ``S_Wλ``, class order."""
 
     def compute() -> tuple[float, np.ndarray]:
         within = stats.within_scatter()

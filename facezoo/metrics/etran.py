@@ -31,7 +31,9 @@ from facezoo.metrics.stats import FeatureStats
 __all__ = ["etran"]
 
 
-def _combine_etran(terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", energy_weight: float = 0.15) -> np.ndarray:
+def _combine_etran(
+    terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", energy_weight: float = 0.15
+) -> np.ndarray:
     return energy_weight * zoo_normalise(terms["energy"], zoo_norm) + (1.0 - energy_weight) * zoo_normalise(
         terms["lda"], zoo_norm
     )

@@ -157,11 +157,13 @@ def face_terms(
         "nc1": nc1,
         "variance_collapse": _variance_collapse(nc1, c_form),
         "class_fairness": _fairness_of(overlaps, fairness, t),
-        "overlaps": dict(zip(stats.classes.tolist(), overlaps.tolist())),
+        "overlaps": dict(zip(stats.classes.tolist(), overlaps.tolist(), strict=True)),
     }
 
 
-def _combine_face(terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", fairness_weight: float = 1.0) -> np.ndarray:
+def _combine_face(
+    terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", fairness_weight: float = 1.0
+) -> np.ndarray:
     return zoo_normalise(terms["variance_collapse"], zoo_norm) + fairness_weight * zoo_normalise(
         terms["class_fairness"], zoo_norm
     )

@@ -44,7 +44,8 @@ def _combine_ncti(terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax") -> 
 
 
 @register_metric(
-    "ncti", paper="Wang et al., ICCV 2023", uses_gram=True, combine=_combine_ncti, combine_options={"zoo_norm": "minmax"}
+    "ncti", paper="Wang et al., ICCV 2023", uses_gram=True, combine=_combine_ncti,
+    combine_options={"zoo_norm": "minmax"},
 )
 def ncti(stats: FeatureStats, *, pca_dim: int | None = 64) -> dict[str, float]:
     """NCTI's raw terms ``seli``, ``ncc``, ``vc`` (zoo score: module docstring)."""

@@ -54,7 +54,8 @@ def sfda(stats: FeatureStats, *, a: float = 5.0) -> float:
 
     def project_hat(coef: np.ndarray) -> np.ndarray:
         # x̂_i − μ̂ = w_i ((x_i − μ) − (μ̄_c − μ)) + (μ̄_c − μ) − (μ̂ − μ): one pass over the original features
-        return w[:, None] * (stats.project(coef, "global") - (others @ coef)[codes]) + ((others - mean_hat) @ coef)[codes]
+        z = stats.project(coef, "global")
+        return w[:, None] * (z - (others @ coef)[codes]) + ((others - mean_hat) @ coef)[codes]
 
     log_post_hat = lda_log_posteriors(stats, shrink(within_hat, lam), means_hat - mean_hat, project_hat)
     return float(log_post_hat[np.arange(n), codes].mean())

@@ -65,7 +65,8 @@ class _NumpyOps:
     """Array operations on NumPy input (float64 results)."""
 
     def __init__(self, features: np.ndarray):
-        self.compute_dtype = np.float64 if features.dtype == np.float64 else np.float32
+        self.double = features.dtype == np.float64
+        self.compute_dtype = np.float64 if self.double else np.float32
 
     def rows(self, features, index: np.ndarray):
         return np.asarray(features[index], dtype=self.compute_dtype)
@@ -116,7 +117,8 @@ class _TorchOps:
 
         self.torch = torch
         self.device = features.device
-        self.compute_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+        self.double = features.dtype == torch.float64
+        self.compute_dtype = torch.float64 if self.double else torch.float32
 
     def rows(self, features, index: np.ndarray):
         idx = self.torch.as_tensor(index, device=self.device)
@@ -165,7 +167,7 @@ class FeatureStats:
             device). Never modified, never copied whole.
         labels: ``(N,)`` class labels of any hashable, sortable type; relabelled ``0..K-1`` in sorted order.
         gram: compute the Gram in the first pass (otherwise on first use).
-        chunk_rows: rows per chunk (default: about 8 M values per chunk).
+        chunk_rows: rows per chunk (default: 32 M values per chunk, 128 MB in float32).
 
     Raises:
         FaceZooError: features not 2-D, empty, NaN/inf (with the first row and column), length mismatch, fewer
@@ -185,7 +187,7 @@ class FeatureStats:
             raise FaceZooError(f"features are empty, shape {tuple(features.shape)}")
         self.features = features
         if _is_torch(features):
-            if features.is_complex() or not (features.is_floating_point() or features.dtype.is_signed is not None):
+            if features.is_complex():
                 raise FaceZooError(f"features must be real numbers, got {features.dtype}")
             self._ops: _NumpyOps | _TorchOps = _TorchOps(features)
         else:
@@ -193,7 +195,7 @@ class FeatureStats:
                 raise FaceZooError(f"features must be real numbers, got dtype {features.dtype}")
             self._ops = _NumpyOps(features)
 
-        self.double = self._ops.compute_dtype in (np.float64, getattr(self._ops, "torch", np).float64)
+        self.double = self._ops.double  # float64 input: float64 arithmetic throughout (else float32 products)
         self.classes, self.codes = check_labels(labels, self.n)
         self.n_classes = len(self.classes)
         if self.n_classes < 2:
@@ -209,7 +211,8 @@ class FeatureStats:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.chunk_rows = max(1, chunk_rows or _CHUNK_ELEMENTS // self.dim)
 
-        sample = self._ops.to_numpy(self._ops.rows(self.features, np.sort(self.order[:: max(1, self.n // _SHIFT_SAMPLE)])))
+        sample = np.sort(self.order[:: max(1, self.n // _SHIFT_SAMPLE)])
+        sample = self._ops.to_numpy(self._ops.rows(self.features, sample))
         self.shift = np.where(np.isfinite(sample), sample, 0.0).mean(0)  # NaN/inf are reported by the pass
         self._gram: np.ndarray | None = None
         self._memo: dict[Any, Any] = {}
@@ -342,7 +345,7 @@ class FeatureStats:
             return
         z = self.project(np.hstack(list(missing.values())), "class")
         edges = np.cumsum([0] + [d.shape[1] for d in missing.values()])
-        for (key, _), lo, hi in zip(missing.items(), edges[:-1], edges[1:]):
+        for key, lo, hi in zip(missing, edges[:-1], edges[1:], strict=True):
             self._memo[("class_residuals", key)] = z[:, lo:hi]
 
     def weighted_residual_moments(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
