@@ -328,6 +328,12 @@ def test_metric_matches_naive(name, naive, shape):
     assert metrics.score(name, x, y) == pytest.approx(naive(x, y), rel=RTOL)
 
 
+def test_sfda_matches_naive_when_the_shrinkage_is_at_its_floor():
+    x, y = make_classes(separation=1.2)
+    x = x * 10  # σ_max(S_W) > 4.6: λ = 1e-10, decided without an eigensolver
+    assert metrics.score("sfda", x, y) == pytest.approx(naive_sfda(x, y), rel=RTOL)
+
+
 @pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
 def test_gbc_covariance_types_match_naive(gaussian):
     x, y = make_classes(separation=0.8)

@@ -30,7 +30,13 @@ def _largest_eigenvalue(sym: np.ndarray) -> float:
 
 
 def sfda_shrinkage(within: np.ndarray, a: float = 5.0) -> float:
-    """SFDA's regularisation strength ``λ = max(exp(−a σ), 1e-10)``, σ the largest eigenvalue of ``S_W``."""
+    """SFDA's regularisation strength ``λ = max(exp(−a σ), 1e-10)``, σ the largest eigenvalue of ``S_W``.
+
+    ``σ ≥ max_i (S_W)_ii``: when that bound already puts λ at its floor (usual for real features) no eigensolver
+    runs.
+    """
+    if np.exp(-a * np.diagonal(within).max()) <= 1e-10:
+        return 1e-10
     return max(float(np.exp(-a * _largest_eigenvalue(within))), 1e-10)
 
 
