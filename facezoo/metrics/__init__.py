@@ -25,7 +25,10 @@ from facezoo.metrics import (  # noqa: F401  (importing registers the metrics)
 from facezoo.metrics._registry import MetricInfo, get_metric, list_metrics
 from facezoo.metrics.stats import FeatureStats
 
-__all__ = ["FeatureStats", "MetricInfo", "available", "info", "score", "score_many", "face_terms", "rank_zoo"]
+__all__ = [
+    "FeatureStats", "MetricInfo", "available", "info", "score", "score_many", "score_many_from_stats", "face_terms",
+    "rank_zoo",
+]
 
 TERM_SEPARATOR = ":"
 
@@ -117,6 +120,20 @@ def score_many(
     if unknown:
         raise FaceZooError(f"options given for metrics not requested: {', '.join(unknown)}")
     stats = FeatureStats(features, labels, gram=any(m.uses_gram for m in metrics))
+    return score_many_from_stats(stats, names, logits=logits, options=options)
+
+
+def score_many_from_stats(
+    stats: FeatureStats,
+    names: Iterable[str],
+    *,
+    logits: Any = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, float]:
+    """:func:`score_many` on statistics already computed (and cached into): for callers that keep a
+    :class:`FeatureStats` and add metrics later."""
+    metrics = [get_metric(n) for n in names]
+    options = options or {}
     logits = None if logits is None else _check_logits(logits, stats.n)
     if any(m.uses_eigh for m in metrics):
         _ = stats.covariance_eigh  # one full eigen-decomposition serves every metric that reads the spectrum
