@@ -80,6 +80,12 @@ def test_separable_features_score_above_random_ones(name):
     assert (good < bad) if name == "nc1" else (good > bad), (good, bad)
 
 
+def test_two_classes_are_always_fair():
+    x, y = make_classes(n_per_class=(30, 45), separation=1.0)
+    for overlap in ("sum", "max", "pooled"):
+        assert metrics.score("face_fairness", x, y, overlap=overlap) == pytest.approx(1.0)
+
+
 # ---------------------------------------------------------------------------------------------------- invariances
 @pytest.mark.parametrize("name", ALL)
 def test_scores_do_not_depend_on_sample_order_or_label_names(name):
@@ -207,5 +213,9 @@ def test_unknown_names_and_options_are_rejected_with_the_valid_ones():
         metrics.score("face", x, y, pca_dims=3)
     with pytest.raises(FaceZooError, match="fairness must be one of"):
         metrics.score("face", x, y, fairness="gini")
+    with pytest.raises(FaceZooError, match="var_floor must be > 0"):
+        metrics.score("face_fairness", x, y, var_floor=0.0)
+    with pytest.raises(FaceZooError, match="pca_dim must be a positive integer"):
+        metrics.score("gbc", x, y, pca_dim=0)
     with pytest.raises(FaceZooError, match="options given for metrics not requested: gbc"):
         metrics.score_many(x, y, ["face"], options={"gbc": {"pca_dim": 3}})

@@ -39,6 +39,9 @@ measures balance, not separation; C carries the separation.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import numpy as np
 
 from facezoo.errors import FaceZooError
@@ -114,8 +117,8 @@ def _class_overlaps(
     stats: FeatureStats, pca_dim: int | None, cov: str, shrinkage: float, var_floor: float, overlap: str
 ) -> np.ndarray:
     _choice("overlap", overlap, ("sum", "max", "pooled"))
-    if not var_floor >= 0:
-        raise FaceZooError(f"var_floor must be >= 0, got {var_floor!r}")
+    if not var_floor > 0:  # zero-variance dimensions (collapsed classes) would make the Gaussians degenerate
+        raise FaceZooError(f"var_floor must be > 0, got {var_floor!r}")
 
     def compute() -> np.ndarray:
         moments = pca_class_moments(stats, pca_dim)
@@ -169,30 +172,17 @@ def _combine_face(
     )
 
 
-@register_metric(
+def face(stats: FeatureStats, **options: Any) -> dict[str, float]:
+    """FaCe's two raw terms; the zoo score is ``norm(C) + fairness_weight · norm(F)`` (module docstring)."""
+    terms = face_terms(stats, **options)
+    return {"variance_collapse": terms["variance_collapse"], "class_fairness": terms["class_fairness"]}
+
+
+face.__signature__ = inspect.signature(face_terms)  # the same options, declared once
+register_metric(
     "face", paper=_PAPER, uses_gram=True, combine=_combine_face,
     combine_options={"zoo_norm": "minmax", "fairness_weight": 1.0},
-)
-def face(
-    stats: FeatureStats,
-    *,
-    pca_dim: int | None = 64,
-    cov: str = "diag",
-    shrinkage: float = 0.1,
-    var_floor: float = 1e-4,
-    overlap: str = "sum",
-    fairness: str = "entropy",
-    t: float = 1.0,
-    weighting: str = "class",
-    global_mean: str = "sample",
-    c_form: str = "neg_log",
-) -> dict[str, float]:
-    """FaCe's two raw terms; the zoo score is ``norm(C) + fairness_weight · norm(F)`` (module docstring)."""
-    terms = face_terms(
-        stats, pca_dim=pca_dim, cov=cov, shrinkage=shrinkage, var_floor=var_floor, overlap=overlap,
-        fairness=fairness, t=t, weighting=weighting, global_mean=global_mean, c_form=c_form,
-    )
-    return {"variance_collapse": terms["variance_collapse"], "class_fairness": terms["class_fairness"]}
+)(face)
 
 
 @register_metric("face_variance", paper=_PAPER)

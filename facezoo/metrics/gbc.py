@@ -36,6 +36,8 @@ def gbc(
     """GBC score; higher (less class overlap) is better."""
     if gaussian not in _GAUSSIANS:
         raise FaceZooError(f"gaussian must be 'spherical' or 'diagonal', got {gaussian!r}")
+    if not var_floor > 0:
+        raise FaceZooError(f"var_floor must be > 0, got {var_floor!r}")
     moments = pca_class_moments(stats, pca_dim)
     cov_type = _GAUSSIANS[gaussian]
     bc = bhattacharyya_matrix(moments["means"], class_gaussians(stats, moments, cov_type, var_floor), cov_type)
