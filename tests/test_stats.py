@@ -86,3 +86,18 @@ def test_torch_input_matches_numpy():
     np.testing.assert_allclose(b.class_sums, a.class_sums, rtol=1e-12)
     d = np.eye(5)[:, :2]
     np.testing.assert_allclose(b.project(d, "class"), a.project(d, "class"), rtol=1e-12, atol=1e-12)
+
+
+def test_saved_state_restores_every_metric_without_the_first_pass(tmp_path):
+    from facezoo import metrics
+
+    x, y = make_classes(dim=9)
+    stats = FeatureStats(x, y, gram=True)
+    path = tmp_path / "stats.npz"
+    np.savez(path, **stats.state())
+    with np.load(path, allow_pickle=False) as saved:
+        restored = FeatureStats(x, y, state=dict(saved))
+    names = [m for m in metrics.available() if not metrics.info(m).needs_logits]
+    assert metrics.score_many_from_stats(restored, names) == metrics.score_many_from_stats(stats, names)
+    with pytest.raises(Exception, match="do not belong"):
+        FeatureStats(x[:-3], y[:-3], state=stats.state())

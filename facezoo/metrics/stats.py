@@ -177,7 +177,15 @@ class FeatureStats:
     then class 1, ...; each class's rows in their original order. ``order`` maps it back to the input rows.
     """
 
-    def __init__(self, features: Any, labels: Any, *, gram: bool = False, chunk_rows: int | None = None):
+    def __init__(
+        self,
+        features: Any,
+        labels: Any,
+        *,
+        gram: bool = False,
+        chunk_rows: int | None = None,
+        state: dict[str, np.ndarray] | None = None,
+    ):
         if not _is_torch(features) and not isinstance(features, np.ndarray):
             features = np.asarray(features)
         if features.ndim != 2:
@@ -211,12 +219,43 @@ class FeatureStats:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.chunk_rows = max(1, chunk_rows or _CHUNK_ELEMENTS // self.dim)
 
+        self._gram: np.ndarray | None = None
+        self._memo: dict[Any, Any] = {}
+        if state is not None:
+            self._restore(state)
+            return
         sample = np.sort(self.order[:: max(1, self.n // _SHIFT_SAMPLE)])
         sample = self._ops.to_numpy(self._ops.rows(self.features, sample))
         self.shift = np.where(np.isfinite(sample), sample, 0.0).mean(0)  # NaN/inf are reported by the pass
-        self._gram: np.ndarray | None = None
-        self._memo: dict[Any, Any] = {}
         self._first_pass(gram)
+
+    # ------------------------------------------------------------------ persistence
+    _STATE_ARRAYS = ("shift", "class_sums", "_sq_norm_weighted_sum")
+    _STATE_SCALARS = ("sq_norm_sum", "_sq_norm_sq_sum")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The first pass's results as plain arrays (``np.savez`` stores them without pickle), to keep beside the
+        features: ``FeatureStats(features, labels, state=...)`` then skips the pass, and the Gram."""
+        out = {name: np.asarray(getattr(self, name)) for name in self._STATE_ARRAYS + self._STATE_SCALARS}
+        out.update(classes=np.asarray(self.classes), counts=self.counts, shape=np.array([self.n, self.dim]))
+        if self._gram is not None:
+            out["gram"] = self._gram
+        return out
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        shape = tuple(int(v) for v in state["shape"])
+        same = (
+            shape == (self.n, self.dim)
+            and np.array_equal(np.asarray(state["classes"]).astype(str), self.classes.astype(str))
+            and np.array_equal(state["counts"], self.counts)
+        )
+        if not same:
+            raise FaceZooError("stored statistics do not belong to these features (shape, classes or counts differ)")
+        for name in self._STATE_ARRAYS:
+            setattr(self, name, np.array(state[name], dtype=np.float64))
+        for name in self._STATE_SCALARS:
+            setattr(self, name, float(state[name]))
+        self._gram = np.array(state["gram"], dtype=np.float64) if "gram" in state else None
 
     # ------------------------------------------------------------------ passes over the features
     def _class_chunks(

@@ -1,0 +1,218 @@
+"""The feature store: extracted features as Parquet, content-addressed, written atomically, read without copies.
+
+Layout (hive partitions, so DuckDB and pyarrow datasets see ``model``, ``dataset`` and ``split`` as columns)::
+
+    <root>/model=<model>/dataset=<dataset>/split=<split>/<cache key>.parquet      features, labels, ids, logits
+    <root>/model=<model>/dataset=<dataset>/split=<split>/<cache key>.stats.npz    the metrics' sufficient statistics
+
+A file is one (model, dataset, split) extraction. Its name is the cache key: a hash of the model (source, weights
+digest, preprocessing), the dataset fingerprint, the split, the extraction settings and the code version, so a second
+request for the same key reads, and anything that changes the features gets a new key. Columns: ``sample_id``
+string, ``label`` int64, ``feature`` ``fixed_size_list<float32>[D]``, optional ``logits``
+``fixed_size_list<float32>[C]``; zstd with byte-stream-split on the float values; one row group, so the read-back
+array is a view of Arrow's buffer. The key-value metadata ``facezoo`` holds JSON: cache key, model, dataset
+fingerprint, class names, code version, created-at.
+
+Writes go to a hidden temporary file in the same folder, are flushed to disk and renamed over the final name: a
+reader sees a complete file or none. The statistics are renamed into place before the Parquet file, which is the
+commit point; a run killed in between leaves statistics without features, which the next run overwrites.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facezoo.errors import FaceZooError
+from facezoo.metrics.stats import FeatureStats
+
+__all__ = ["FeatureSet", "FeatureStore", "cache_key", "check_name"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_META_KEY = b"facezoo"
+
+
+def check_name(kind: str, value: str) -> str:
+    """A model, dataset or split name that is safe in a path and a partition value, else a clear error."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise FaceZooError(
+            f"{kind} name {value!r} is not allowed: use letters, digits, '.', '_' and '-' (no '/', '..', quotes)"
+        )
+    return value
+
+
+def cache_key(**parts: Any) -> str:
+    """SHA-256 (first 32 hex digits) of the canonical JSON of everything that determines the features."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass
+class FeatureSet:
+    """One stored extraction: ``features`` (N, D) float32, ``labels`` (N,) int64, ``sample_ids`` (N,),
+    ``logits`` (N, C) float32 or None, ``metadata`` (the JSON of the file), ``path``, and the stored statistics."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    sample_ids: np.ndarray
+    logits: np.ndarray | None
+    metadata: dict[str, Any]
+    path: Path
+    stats_state: dict[str, np.ndarray] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.metadata["class_names"]
+
+    def stats(self) -> FeatureStats:
+        """The metrics' statistics: from the stored ones (no pass over the features) when present."""
+        return FeatureStats(self.features, self.labels, state=self.stats_state, gram=self.stats_state is None)
+
+
+def _fixed_size_list(values: np.ndarray) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def _to_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)  # one row group: no copy
+    width = array.type.list_size
+    return array.flatten().to_numpy(zero_copy_only=True).reshape(-1, width)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Run ``write(tmp_path)`` on a hidden temporary file beside ``path``, fsync it, rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FeatureStore:
+    """Parquet feature files under ``root`` (usually ``<FACEZOO_HOME>/features``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def folder(self, model: str, dataset: str, split: str) -> Path:
+        return (self.root / f"model={check_name('model', model)}" / f"dataset={check_name('dataset', dataset)}"
+                / f"split={check_name('split', split)}")
+
+    def path(self, model: str, dataset: str, split: str, key: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            raise FaceZooError(f"cache key {key!r} is not a 32-digit hex digest")
+        return self.folder(model, dataset, split) / f"{key}.parquet"
+
+    def has(self, model: str, dataset: str, split: str, key: str) -> bool:
+        return self.path(model, dataset, split, key).is_file()
+
+    def put(
+        self,
+        model: str,
+        dataset: str,
+        split: str,
+        key: str,
+        *,
+        features: np.ndarray,
+        labels: np.ndarray,
+        sample_ids: np.ndarray,
+        logits: np.ndarray | None,
+        class_names: list[str],
+        metadata: dict[str, Any],
+    ) -> FeatureSet:
+        """Store one extraction (and its statistics) atomically; returns what a later :meth:`get` returns."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        n = len(features)
+        if not (len(labels) == len(sample_ids) == n) or (logits is not None and len(logits) != n):
+            raise FaceZooError(f"feature set {model}/{dataset}/{split}: features, labels, ids, logits differ in length")
+        if not np.isfinite(features).all():
+            raise FaceZooError(f"feature set {model}/{dataset}/{split}: the model produced NaN or inf features")
+        path = self.path(model, dataset, split, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            **metadata, "cache_key": key, "model": model, "dataset": dataset, "split": split,
+            "class_names": list(class_names), "n": n, "dim": int(features.shape[1]),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        columns = {
+            "sample_id": pa.array(np.asarray(sample_ids, dtype=str)),
+            "label": pa.array(np.asarray(labels, dtype=np.int64)),
+            "feature": _fixed_size_list(features),
+        }
+        if logits is not None:
+            columns["logits"] = _fixed_size_list(logits)
+        table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+        stats = None
+        if len(np.unique(labels)) >= 2:  # the metrics' statistics need two classes; scoring reports it otherwise
+            stats = FeatureStats(features, labels, gram=True).state()
+            _atomic_write(path.with_suffix(".stats.npz"), lambda tmp: _save_npz(tmp, stats))
+        float_columns = [c for c in ("feature.list.element", "logits.list.element") if c.split(".")[0] in columns]
+        _atomic_write(path, lambda tmp: pq.write_table(
+            table, tmp, compression="zstd", use_dictionary=["sample_id"], use_byte_stream_split=float_columns,
+            row_group_size=max(1, n), write_statistics=["sample_id", "label"],
+        ))
+        return FeatureSet(features, np.asarray(labels, dtype=np.int64), np.asarray(sample_ids, dtype=str),
+                          None if logits is None else np.asarray(logits, dtype=np.float32), meta, path, stats)
+
+    def get(self, model: str, dataset: str, split: str, key: str) -> FeatureSet | None:
+        """The stored extraction for ``key``, or ``None`` (a cache miss)."""
+        path = self.path(model, dataset, split, key)
+        return self.read(path) if path.is_file() else None
+
+    def read(self, path: str | Path) -> FeatureSet:
+        """Read one feature file (and its statistics when present)."""
+        path = Path(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as error:
+            raise FaceZooError(f"{path}: unreadable feature file ({error}); delete it to re-extract") from None
+        meta = json.loads(table.schema.metadata[_META_KEY])
+        if meta.get("cache_key") != path.stem:
+            raise FaceZooError(f"{path}: its metadata says cache key {meta.get('cache_key')!r}, not {path.stem!r}")
+        stats_path = path.with_suffix(".stats.npz")
+        stats = None
+        if stats_path.is_file():
+            with np.load(stats_path, allow_pickle=False) as saved:
+                stats = {k: saved[k] for k in saved.files}
+        return FeatureSet(
+            features=_to_matrix(table.column("feature")),
+            labels=table.column("label").to_numpy(),
+            sample_ids=np.asarray(table.column("sample_id").to_pylist(), dtype=str),
+            logits=_to_matrix(table.column("logits")) if "logits" in table.column_names else None,
+            metadata=meta,
+            path=path,
+            stats_state=stats,
+        )
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Metadata of every stored feature file (without reading the features)."""
+        for path in sorted(self.root.glob("model=*/dataset=*/split=*/*.parquet")):
+            meta = pq.read_schema(path).metadata or {}
+            if _META_KEY in meta:
+                yield {**json.loads(meta[_META_KEY]), "path": str(path)}
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)

@@ -1,0 +1,145 @@
+"""The Parquet feature store: round trip, content addressing, atomic writes, DuckDB over the files."""
+
+import json
+import os
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from facezoo import FaceZooError, metrics
+from storage import features as feature_store
+from storage.features import FeatureStore, cache_key
+
+
+def a_set(n=300, d=24, k=4, seed=0, logits=True):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    x = (rng.standard_normal((n, d)) + 2 * np.eye(k, d)[labels]).astype(np.float32)
+    return {
+        "features": x, "labels": labels, "sample_ids": np.array([f"img/{i:05d}.png" for i in range(n)]),
+        "logits": rng.standard_normal((n, 7)).astype(np.float32) if logits else None,
+        "class_names": [f"c{i}" for i in range(k)], "metadata": {"model_source": "timm:resnet18", "digest": "ab"},
+    }
+
+
+def test_round_trip_is_exact_and_zero_copy(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(model="m", dataset="fp", split="train")
+    data = a_set()
+    store.put("resnet18", "cifar10", "train", key, **data)
+    got = store.get("resnet18", "cifar10", "train", key)
+    np.testing.assert_array_equal(got.features, data["features"])
+    np.testing.assert_array_equal(got.logits, data["logits"])
+    np.testing.assert_array_equal(got.labels, data["labels"])
+    np.testing.assert_array_equal(got.sample_ids, data["sample_ids"])
+    assert got.features.dtype == np.float32 and not got.features.flags["OWNDATA"]  # a view of Arrow's buffer
+    assert got.class_names == data["class_names"] and got.metadata["model_source"] == "timm:resnet18"
+    assert got.path == tmp_path / "model=resnet18" / "dataset=cifar10" / "split=train" / f"{key}.parquet"
+
+
+def test_file_layout_and_encoding(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(x=1)
+    store.put("m", "d", "test", key, **a_set())
+    meta = pq.ParquetFile(store.path("m", "d", "test", key)).metadata
+    column = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+    assert meta.num_row_groups == 1
+    assert column["feature.list.element"].compression == "ZSTD"
+    assert "BYTE_STREAM_SPLIT" in column["feature.list.element"].encodings
+    feature_type = pq.read_schema(store.path("m", "d", "test", key)).field("feature").type
+    assert str(feature_type) == "fixed_size_list<element: float>[24]"
+    stored = json.loads(pq.read_schema(store.path("m", "d", "test", key)).metadata[b"facezoo"])
+    assert {"cache_key", "class_names", "created_at", "n", "dim"} <= set(stored)
+
+
+def test_cache_hit_reads_and_miss_returns_none(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(model="m", weights="w1")
+    assert store.get("m", "d", "train", key) is None
+    store.put("m", "d", "train", key, **a_set())
+    assert store.has("m", "d", "train", key)
+    assert cache_key(model="m", weights="w2") != key  # new weights: a new key, a miss
+    assert store.get("m", "d", "train", cache_key(model="m", weights="w2")) is None
+    assert [e["cache_key"] for e in store.entries()] == [key]
+
+
+def test_stored_statistics_give_the_same_scores_without_a_pass(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(k=1)
+    data = a_set(logits=False)
+    store.put("m", "d", "train", key, **data)
+    got = store.get("m", "d", "train", key)
+    assert got.stats_state is not None
+    names = ["face", "logme", "hscore", "sfda", "transrate"]
+    fresh = metrics.score_many(data["features"], data["labels"], names)
+    assert metrics.score_many_from_stats(got.stats(), names) == pytest.approx(fresh, rel=1e-12)
+
+
+def test_a_crash_mid_write_leaves_no_file_that_looks_finished(tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path)
+    key = cache_key(k=2)
+
+    def crash(table, where, **kwargs):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(feature_store.pq, "write_table", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.put("m", "d", "train", key, **a_set())
+    assert store.get("m", "d", "train", key) is None
+    folder = store.folder("m", "d", "train")
+    assert not [p for p in folder.iterdir() if p.suffix == ".parquet" or p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    store.put("m", "d", "train", key, **a_set())  # the re-run completes
+    assert store.get("m", "d", "train", key).features.shape == (300, 24)
+
+
+def test_a_killed_process_leaves_only_a_hidden_temporary(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(k=3)
+    folder = store.folder("m", "d", "train")
+    folder.mkdir(parents=True)
+    (folder / f".{key}.parquet.abc123.tmp").write_bytes(b"PAR1 truncated")  # what SIGKILL mid-write leaves
+    assert store.get("m", "d", "train", key) is None
+    assert list(store.entries()) == []
+
+
+def test_a_corrupt_file_is_reported_not_used(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(k=4)
+    store.put("m", "d", "train", key, **a_set())
+    path = store.path("m", "d", "train", key)
+    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+    with pytest.raises(FaceZooError, match="unreadable feature file"):
+        store.get("m", "d", "train", key)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "it's", "x; DROP TABLE scores", "", ".."])
+def test_names_never_reach_a_path(tmp_path, bad):
+    with pytest.raises(FaceZooError, match="not allowed"):
+        FeatureStore(tmp_path).put(bad, "d", "train", cache_key(k=5), **a_set())
+
+
+def test_duckdb_queries_the_stored_features(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.put("m1", "d", "train", cache_key(m=1), **a_set(seed=1))
+    store.put("m2", "d", "train", cache_key(m=2), **a_set(seed=2, d=24))
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT model, count(*), avg(list_sum(feature::FLOAT[24]::FLOAT[])) "
+        "FROM read_parquet(?, hive_partitioning=true) WHERE split = 'train' GROUP BY model ORDER BY model",
+        [str(tmp_path / "*" / "*" / "*" / "*.parquet")],
+    ).fetchall()
+    assert [r[0] for r in rows] == ["m1", "m2"] and all(r[1] == 300 for r in rows)
+    m1 = store.get("m1", "d", "train", cache_key(m=1)).features
+    assert rows[0][2] == pytest.approx(float(m1.sum(1).mean()), rel=1e-5)
+
+
+def test_nan_features_are_refused(tmp_path):
+    data = a_set()
+    data["features"][3, 2] = np.nan
+    with pytest.raises(FaceZooError, match="NaN or inf"):
+        FeatureStore(tmp_path).put("m", "d", "train", cache_key(k=6), **data)
