@@ -34,22 +34,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facezoo.data import check_name
 from facezoo.errors import FaceZooError
 from facezoo.metrics.stats import FeatureStats
 
-__all__ = ["FeatureSet", "FeatureStore", "cache_key", "check_name"]
+__all__ = ["FeatureSet", "FeatureStore", "cache_key"]
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _META_KEY = b"facezoo"
-
-
-def check_name(kind: str, value: str) -> str:
-    """A model, dataset or split name that is safe in a path and a partition value, else a clear error."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
-        raise FaceZooError(
-            f"{kind} name {value!r} is not allowed: use letters, digits, '.', '_' and '-' (no '/', '..', quotes)"
-        )
-    return value
 
 
 def cache_key(**parts: Any) -> str:
@@ -116,8 +107,8 @@ class FeatureStore:
         self.root = Path(root)
 
     def folder(self, model: str, dataset: str, split: str) -> Path:
-        return (self.root / f"model={check_name('model', model)}" / f"dataset={check_name('dataset', dataset)}"
-                / f"split={check_name('split', split)}")
+        parts = (("model", model), ("dataset", dataset), ("split", split))
+        return self.root.joinpath(*(f"{kind}={check_name(value, f'{kind} name', 'rename it')}" for kind, value in parts))
 
     def path(self, model: str, dataset: str, split: str, key: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{32}", key):
