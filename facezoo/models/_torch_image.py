@@ -1,0 +1,146 @@
+"""PyTorch image models: one adapter for modules with timm's two-stage interface, one for plain torchvision models."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from facezoo.errors import FaceZooError
+from facezoo.models._common import DetachableAdapter
+from facezoo.models._transforms import ImagePreprocessing
+
+__all__ = ["HookedAdapter", "TorchImageAdapter", "TwoStageAdapter"]
+
+
+class TorchImageAdapter(DetachableAdapter):
+    """A ``torch.nn.Module`` image model in eval mode; ``preprocess`` is ``transform`` (picklable, model-free).
+
+    The batch is moved to the model's device in ``forward``; on CUDA a model that ``supports_channels_last`` is
+    converted to channels-last memory by ``to`` (convolutions run faster; the engine formats the batch to match).
+    """
+
+    modality = "image"
+    _detached = ("model",)
+
+    def __init__(self, *, name: str, source: str, model: nn.Module, transform: Callable[[Any], torch.Tensor],
+                 preprocessing: dict[str, Any], dim: int, num_logits: int | None, digest: str,
+                 channels_last: bool = True):
+        self.name, self.source = name, source
+        self.model = model.eval().requires_grad_(False)
+        self.transform = transform
+        self.preprocessing = preprocessing
+        self.dim, self.num_logits, self.digest = int(dim), num_logits, digest
+        self._channels_last = channels_last
+
+    def preprocess(self, sample: Any) -> torch.Tensor:
+        """PIL image → ``(3, H, W)`` float tensor."""
+        if not hasattr(sample, "convert"):
+            raise FaceZooError(f"image model {self.name!r} takes PIL images, got {type(sample).__name__}")
+        return self.transform(sample.convert("RGB"))
+
+    def preprocess_dense(self, image: Any) -> torch.Tensor:
+        """The whole image at the input size (no crop), normalised like ``preprocess``."""
+        if isinstance(self.transform, ImagePreprocessing):
+            return self.transform.dense(image)
+        return super().preprocess_dense(image)  # timm: its config's input_size, mean and std
+
+    @property
+    def supports_channels_last(self) -> bool:
+        return self._channels_last
+
+    def to(self, device: torch.device | str) -> TorchImageAdapter:
+        device = torch.device(device)
+        model = self._require("model").to(device)
+        if device.type == "cuda" and self._channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        return self
+
+    def _input(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` batch on the model's device and dtype."""
+        param = next(self._require("model").parameters())
+        if batch.ndim != 4:
+            raise FaceZooError(f"model {self.name!r} expects a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
+        return batch.to(device=param.device, dtype=param.dtype, non_blocking=True)
+
+
+class TwoStageAdapter(TorchImageAdapter):
+    """A module with timm's interface: ``forward_features(x)`` → the last feature map, ``forward_head(maps,
+    pre_logits=True)`` → pooled penultimate features ``(B, D)``, ``forward_head(maps)`` → logits ``(B, C)``.
+
+    timm models have it natively; the CIFAR ResNets and EfficientNet-Lite are given it here. One
+    ``forward_features`` pass yields both outputs (the head is a pooling and a linear layer).
+    """
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        model = self._require("model")
+        maps = model.forward_features(self._input(batch))
+        out = {"features": model.forward_head(maps, pre_logits=True).flatten(1).float()}
+        if self.num_logits:
+            out["logits"] = model.forward_head(maps).float()
+        return out
+
+    def feature_maps(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)``: the output of ``forward_features``; ViT tokens are laid back on their patch grid."""
+        model = self._require("model")
+        maps = model.forward_features(self._input(batch))
+        if maps.ndim == 4:
+            return (maps.permute(0, 3, 1, 2) if getattr(model, "output_fmt", "NCHW") == "NHWC" else maps).float()
+        if maps.ndim != 3:
+            raise FaceZooError(f"model {self.name!r} gives features of shape {tuple(maps.shape)}, not a feature map")
+        tokens = maps[:, getattr(model, "num_prefix_tokens", 0):]
+        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+        if grid is None or grid[0] * grid[1] != tokens.shape[1]:
+            side = math.isqrt(tokens.shape[1])
+            if side * side != tokens.shape[1]:
+                raise FaceZooError(
+                    f"model {self.name!r} gives {tokens.shape[1]} tokens, which do not form a known patch grid: "
+                    f"it has no dense feature map"
+                )
+            grid = (side, side)
+        return tokens.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[2]).permute(0, 3, 1, 2).float()
+
+
+@contextmanager
+def _capture(module: nn.Module, inputs: bool) -> Iterator[list[torch.Tensor]]:
+    """Collect the input (``inputs=True``) or output of ``module`` during the ``with`` block."""
+    box: list[torch.Tensor] = []
+    if inputs:
+        handle = module.register_forward_pre_hook(lambda _m, args: box.append(args[0]))
+    else:
+        handle = module.register_forward_hook(lambda _m, _args, out: box.append(out))
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+class HookedAdapter(TorchImageAdapter):
+    """A plain classifier (torchvision's): features = the input of its last ``nn.Linear``, logits = its output, maps
+    = the output of ``map_module`` (e.g. ``features`` or ``layer4``), all read by hooks during the model's own forward,
+    so any architecture whose classifier ends in a linear layer works unchanged.
+    """
+
+    _detached = ("model", "classifier", "map_module")
+
+    def __init__(self, *, classifier: nn.Linear, map_module: nn.Module | None, **kwargs: Any):
+        super().__init__(dim=classifier.in_features, num_logits=classifier.out_features, **kwargs)
+        self.classifier, self.map_module = classifier, map_module
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        model = self._require("model")
+        with _capture(self._require("classifier"), inputs=True) as box:
+            logits = model(self._input(batch))
+        return {"features": box[-1].flatten(1).float(), "logits": logits.float()}
+
+    def feature_maps(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.map_module is None and self.model is not None:
+            return super().feature_maps(batch)
+        with _capture(self._require("map_module"), inputs=False) as box:
+            self._require("model")(self._input(batch))
+        return box[-1].float()

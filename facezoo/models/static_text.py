@@ -1,0 +1,63 @@
+"""Text encoders that are lookup tables, not networks: WordLlama and fastText (CPU, numpy, not trainable)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facezoo.models._common import TextAdapter
+
+__all__ = ["FastTextAdapter", "WordLlamaAdapter"]
+
+
+class WordLlamaAdapter(TextAdapter):
+    """WordLlama static token embeddings, average-pooled by WordLlama itself: ``(B, 256)``; no classifier."""
+
+    _detached = ("wordllama",)
+
+    def __init__(self, *, name: str, source: str, wordllama: Any, dim: int, digest: str, config: str):
+        self.name, self.source, self.digest = name, source, digest
+        self.wordllama, self.dim = wordllama, dim
+        self.preprocessing = {"kind": "text", "model": f"wordllama-{config}-{dim}", "norm": False}
+
+    def forward(self, batch: Sequence[str]) -> dict[str, torch.Tensor]:
+        vectors = self._require("wordllama").embed(list(batch), norm=False, return_np=True)
+        return {"features": torch.from_numpy(np.asarray(vectors, dtype=np.float32).reshape(len(batch), self.dim))}
+
+
+class FastTextAdapter(TextAdapter):
+    """A supervised fastText model: its sentence vector ``(B, D)`` (mean of word and character n-gram vectors) and the
+    log-probabilities of its labels ``(B, C)`` as logits, in the model file's fixed label order."""
+
+    _detached = ("fasttext",)
+    # fastText clamps probabilities through log(p + 1e-5); labels below that are not returned and get this floor
+    _FLOOR = 1e-5
+
+    def __init__(self, *, name: str, source: str, path: Path, digest: str):
+        import fasttext
+
+        self.name, self.source, self.digest = name, source, digest
+        self.fasttext = fasttext.load_model(str(path))
+        self.dim = int(self.fasttext.get_dimension())
+        self.labels = [label.removeprefix("__label__") for label in self.fasttext.get_labels()]
+        self._index = {f"__label__{label}": i for i, label in enumerate(self.labels)}
+        self.num_logits = len(self.labels) or None
+        self.preprocessing = {"kind": "text", "model": path.name, "newlines": "space"}
+
+    def forward(self, batch: Sequence[str]) -> dict[str, torch.Tensor]:
+        model = self._require("fasttext")
+        texts = [" ".join(text.splitlines()) for text in batch]  # fastText reads one line per text
+        out = {"features": torch.from_numpy(np.stack([model.get_sentence_vector(t) for t in texts]).astype(np.float32)
+                                            .reshape(len(texts), self.dim))}
+        if self.num_logits:
+            probs = np.zeros((len(texts), self.num_logits))
+            for row, text in enumerate(texts):
+                # the binding's own predict: FastText.predict breaks on NumPy 2 (np.array(copy=False))
+                for p, label in model.f.predict(text + "\n", -1, 0.0, "strict"):
+                    probs[row, self._index[label]] = p
+            out["logits"] = torch.from_numpy(np.log(probs + self._FLOOR).astype(np.float32))
+        return out
