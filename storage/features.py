@@ -108,7 +108,7 @@ class FeatureStore:
 
     def folder(self, model: str, dataset: str, split: str) -> Path:
         parts = (("model", model), ("dataset", dataset), ("split", split))
-        return self.root.joinpath(*(f"{kind}={check_name(value, f'{kind} name', 'rename it')}" for kind, value in parts))
+        return self.root.joinpath(*(f"{k}={check_name(value, f'{k} name', 'rename it')}" for k, value in parts))
 
     def path(self, model: str, dataset: str, split: str, key: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{32}", key):

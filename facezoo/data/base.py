@@ -41,7 +41,9 @@ class Fingerprint:
         return self._h.hexdigest()[:32]
 
 
-def stratified_split(sample_ids: np.ndarray, labels: np.ndarray, test_fraction: float = 0.2, seed: str = "") -> np.ndarray:
+def stratified_split(
+    sample_ids: np.ndarray, labels: np.ndarray, test_fraction: float = 0.2, seed: str = ""
+) -> np.ndarray:
     """A deterministic stratified train/test assignment ``(N,)`` of ``"train"``/``"test"``.
 
     Within each class, samples are ordered by a hash of ``seed + sample_id`` and the first

@@ -424,7 +424,8 @@ class FeatureStats:
         """
         for k in range(self.n_classes):
             x = self._ops.rows(self.features, self.order[self.starts[k] : self.starts[k + 1]])
-            x -= self._ops.const(self.shift + (self._class_means_shifted[k] if center == "class" else self._mean_shifted))
+            centre = self._class_means_shifted[k] if center == "class" else self._mean_shifted
+            x -= self._ops.const(self.shift + centre)
             yield k, x
 
     def small_gram(self, block: Any) -> np.ndarray:

@@ -1,0 +1,246 @@
+"""The extraction engine: a model adapter and a dataset in, penultimate features (or sampled pixel features) out.
+
+A ``DataLoader`` with worker processes decodes and preprocesses samples while the main process runs the model under
+``torch.inference_mode`` on the best device: CUDA with bf16 autocast and channels-last memory when there is a GPU,
+else the CPU with all its cores for the model (workers only decode). Features come back as float32 NumPy in dataset
+order, with the labels, the sample ids and, when the model has a classifier head, its logits.
+
+Segmentation: the model's last feature map is sampled at class-balanced pixel positions of each mask
+(``pixels_per_image``, ignore label skipped), by bilinear interpolation at those positions of the map resized to the
+mask: the same values as upsampling the whole map, without materialising it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from facezoo.data.base import Dataset
+from facezoo.errors import FaceZooError
+from facezoo.models.base import ModelAdapter
+
+__all__ = ["EXTRACTION_VERSION", "Extracted", "extract", "pick_device", "sample_pixels"]
+
+EXTRACTION_VERSION = "1"  # part of every cache key: bump when the engine's output changes for the same inputs
+
+
+@dataclass
+class Extracted:
+    """What extraction produces: ``features`` (N, D) float32, ``labels`` (N,) int64, ``sample_ids`` (N,) str,
+    ``logits`` (N, C) float32 or None, and throughput figures (``seconds``, ``samples_per_second``)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    sample_ids: np.ndarray
+    logits: np.ndarray | None
+    seconds: float
+    samples_per_second: float
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"``: the first CUDA device when there is one, else the CPU. Anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as error:
+        raise FaceZooError(f"unknown device {device!r}: {error}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FaceZooError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+    return dev
+
+
+def _default_workers(device: torch.device) -> int:
+    cpus = _cpu_count()
+    # On a GPU the CPU only decodes: all cores to workers. On a CPU the model needs the cores; one worker overlaps
+    # decoding with compute, more would steal from the model.
+    return min(8, max(1, cpus - 1)) if device.type == "cuda" else (1 if cpus > 1 else 0)
+
+
+class _Samples(TorchDataset):
+    """Dataset samples → model inputs (runs in workers: holds only the dataset and the preprocessing)."""
+
+    def __init__(self, dataset: Dataset, model: ModelAdapter, dense: bool):
+        self.dataset, self.model, self.dense = dataset, model, dense
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[int, Any, Any]:
+        sample = self.dataset.load(i)
+        if self.dense:
+            image, mask = sample
+            return i, self.model.preprocess_dense(image), torch.as_tensor(np.asarray(mask, dtype=np.int64))
+        return i, self.model.preprocess(sample), None
+
+
+class _Collate:
+    def __init__(self, model: ModelAdapter, dense: bool):
+        self.model, self.dense = model, dense
+
+    def __call__(self, items: list[tuple[int, Any, Any]]) -> tuple[list[int], Any, list[Any]]:
+        index = [i for i, _, _ in items]
+        masks = [m for _, _, m in items]
+        batch = torch.stack([x for _, x, _ in items]) if self.dense else self.model.collate([x for _, x, _ in items])
+        return index, batch, masks
+
+
+def _to_device(batch: Any, device: torch.device, channels_last: bool) -> Any:
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch
+    if isinstance(batch, dict) or hasattr(batch, "items"):
+        return {k: _to_device(v, device, False) for k, v in batch.items()}
+    return batch  # e.g. a list of strings for models that tokenise themselves
+
+
+def sample_pixels(
+    feature_map: torch.Tensor, mask: torch.Tensor, n_pixels: int, ignore_index: int | None, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class-balanced pixel features of one image.
+
+    Args:
+        feature_map: ``(C, h, w)`` dense features of the (resized, uncropped) image.
+        mask: ``(H, W)`` int64 class per pixel of the original image.
+        n_pixels: pixels to draw, split evenly over the classes present (each class at most all of its pixels; what
+            a small class cannot use goes to the others).
+
+    Returns:
+        ``(features (P, C) float32, labels (P,), flat pixel indices (P,))``: features bilinearly interpolated at
+        the pixel centres of the map resized to ``(H, W)`` (``align_corners=False``).
+    """
+    h_mask, w_mask = mask.shape
+    flat = mask.reshape(-1)
+    valid = flat != ignore_index if ignore_index is not None else torch.ones_like(flat, dtype=torch.bool)
+    classes = torch.unique(flat[valid])
+    chosen = []
+    budget, remaining = n_pixels, len(classes)
+    for k in sorted(classes.tolist(), key=lambda c: int((flat == c).sum())):  # small classes first: share leftovers
+        where = torch.nonzero(flat == k).reshape(-1)
+        take = min(len(where), math.ceil(budget / remaining))
+        chosen.append(where[torch.randperm(len(where), generator=generator)[:take]])
+        budget -= take
+        remaining -= 1
+    if not chosen:
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty((0, feature_map.shape[0])), empty, empty
+    index = torch.cat(chosen).sort().values
+    ys, xs = index // w_mask, index % w_mask
+    # pixel centres in grid_sample's [-1, 1] coordinates of the mask-sized image
+    grid = torch.stack([(xs.float() + 0.5) / w_mask * 2 - 1, (ys.float() + 0.5) / h_mask * 2 - 1], dim=-1)
+    sampled = torch.nn.functional.grid_sample(
+        feature_map[None].float(), grid[None, None].to(feature_map.device), mode="bilinear", align_corners=False,
+        padding_mode="border",  # clamp at the edges, as resizing the whole map does
+    )[0, :, 0].T
+    return sampled.float().cpu(), flat[index].cpu(), index
+
+
+def extract(
+    model: ModelAdapter,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: str = "auto",
+    pixels_per_image: int = 1000,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> Extracted:
+    """Features of every sample of ``dataset`` (use ``dataset.subset(split)`` for one split).
+
+    Args:
+        num_workers: DataLoader workers (default: 1 on a multi-core CPU, up to 8 with a GPU).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        pixels_per_image: segmentation only: class-balanced pixels sampled per image.
+        seed: segmentation only: the pixel sampling is a deterministic function of ``seed`` and the sample index.
+        threads: CPU threads for the model (default: every core this process may use); restored afterwards.
+        progress: show a progress bar with throughput (on a terminal).
+    """
+    if dataset.task != "segmentation" and model.modality != dataset.task:
+        raise FaceZooError(f"model {model.name!r} reads {model.modality}, dataset {dataset.name!r} is {dataset.task}")
+    if len(dataset) == 0:
+        raise FaceZooError(f"dataset {dataset.name!r} is empty")
+    dense = dataset.task == "segmentation"
+    dev = pick_device(device)
+    workers = _default_workers(dev) if num_workers is None else num_workers
+    previous_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(threads or _cpu_count())  # deliberately: concurrent tasks pass their share
+    try:
+        return _run(model, dataset, dev, workers, batch_size, dense, pixels_per_image, seed, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _run(
+    model: ModelAdapter,
+    dataset: Dataset,
+    dev: torch.device,
+    workers: int,
+    batch_size: int,
+    dense: bool,
+    pixels_per_image: int,
+    seed: int,
+    progress: bool,
+) -> Extracted:
+    channels_last = dev.type == "cuda" and model.supports_channels_last
+    model.to(dev)
+    loader = DataLoader(
+        _Samples(dataset, model, dense),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_Collate(model, dense),
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
+    features, logits, labels, ids = [], [], [], []
+    bar = _progress(len(dataset), f"{model.name} × {dataset.name}", progress)
+    start = time.perf_counter()
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        for index, batch, masks in loader:
+            batch = _to_device(batch, dev, channels_last)
+            if dense:
+                maps = model.feature_maps(batch)
+                for i, fmap, mask in zip(index, maps, masks, strict=True):
+                    generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
+                    f, lab, pix = sample_pixels(fmap, mask, pixels_per_image, dataset.ignore_index, generator)
+                    features.append(f.numpy())
+                    labels.append(lab.numpy())
+                    ids.extend(f"{dataset.sample_ids[i]}@{int(p)}" for p in pix)
+            else:
+                out = model.forward(batch)
+                features.append(out["features"].float().cpu().numpy())
+                if out.get("logits") is not None:
+                    logits.append(out["logits"].float().cpu().numpy())
+                labels.append(dataset.labels[index])
+                ids.extend(dataset.sample_ids[index].tolist())
+            bar.update(len(index))
+    seconds = time.perf_counter() - start
+    bar.close()
+    return Extracted(
+        features=np.ascontiguousarray(np.concatenate(features), dtype=np.float32),
+        labels=np.concatenate(labels).astype(np.int64),
+        sample_ids=np.asarray(ids, dtype=str),
+        logits=np.ascontiguousarray(np.concatenate(logits), dtype=np.float32) if logits else None,
+        seconds=seconds,
+        samples_per_second=len(dataset) / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="sample", disable=not enabled, leave=False, dynamic_ncols=True)
