@@ -219,3 +219,13 @@ def test_unknown_names_and_options_are_rejected_with_the_valid_ones():
         metrics.score("gbc", x, y, pca_dim=0)
     with pytest.raises(FaceZooError, match="options given for metrics not requested: gbc"):
         metrics.score_many(x, y, ["face"], options={"gbc": {"pca_dim": 3}})
+
+
+def test_lda_metrics_survive_float32_features_with_fewer_samples_than_dimensions():
+    # real penultimate features with N < D: the float32 Gram's rounding exceeds SFDA's λ = 1e-10 floor
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 30)
+    x = (rng.standard_normal((10, 600))[y] * 3 + rng.standard_normal((300, 600)) @ rng.standard_normal((600, 600)))
+    x = np.maximum(x, 0).astype(np.float32) * 40  # ReLU-like, large scale: σ_max(S_W) ≫ 1, λ at its floor
+    values = metrics.score_many(x, y, ["sfda", "etran", "ncti", "hscore", "hscore_shrinkage", "logme"])
+    assert all(np.isfinite(v) for v in values.values()), values

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
+from facezoo.errors import FaceZooError
 from facezoo.metrics.stats import FeatureStats
 
 __all__ = ["cholesky", "sfda_shrinkage", "shrink", "lda_log_posteriors", "shrunk_lda_log_posteriors"]
@@ -49,16 +50,26 @@ def shrink(within: np.ndarray, lam: float) -> np.ndarray:
 
 
 def cholesky(stats: FeatureStats, covariance: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a within-class covariance.
+    """Lower Cholesky factor of a within-class covariance, made positive definite when it is not.
 
-    A singular one (perfectly collapsed classes, or N < D without shrinkage) gets a ridge of 1e-10 times the data's
-    mean variance per dimension, which keeps the classifier defined: it then separates classes by their means.
+    A covariance that is singular to the precision of the statistics (N < D: rank ≤ N − K; perfectly collapsed
+    classes) gets the smallest ridge of the ladder ``10·eps·s, 100·eps·s, ...`` that factorises, with ``eps`` the
+    machine epsilon of the features' arithmetic (float32 or float64) and ``s`` the mean variance per dimension:
+    rounding noise in a float32 Gram is ~1e-7 of its scale, far above SFDA's own floor λ = 1e-10. The classifier
+    then treats the null directions as uninformative.
     """
     try:
         return scipy.linalg.cholesky(covariance, lower=True)
     except np.linalg.LinAlgError:
-        ridge = 1e-10 * max(np.trace(covariance) / len(covariance), stats.total_variance / stats.dim)
-        return scipy.linalg.cholesky(covariance + ridge * np.eye(len(covariance)), lower=True)
+        pass
+    scale = max(np.trace(covariance) / len(covariance), stats.total_variance / stats.dim)
+    for power in range(1, 8):
+        try:
+            ridge = 10.0**power * stats.eps * scale
+            return scipy.linalg.cholesky(covariance + ridge * np.eye(len(covariance)), lower=True)
+        except np.linalg.LinAlgError:
+            continue
+    raise FaceZooError("the within-class covariance is not positive definite even with a ridge of 1e-1 × its scale")
 
 
 def lda_log_posteriors(

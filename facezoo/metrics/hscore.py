@@ -37,10 +37,11 @@ __all__ = ["hscore", "hscore_shrinkage", "ledoit_wolf_shrinkage"]
 
 def _between_quadratic(stats: FeatureStats, cov: np.ndarray) -> float:
     """``Σ_k π_k (μ_k − μ)ᵀ cov⁺ (μ_k − μ)``: a Cholesky solve, or NumPy's pseudo-inverse cut-off (``D·eps``
-    relative) through an eigen-decomposition when ``cov`` is singular to that precision (N ≤ D, collinear
-    features). The reciprocal condition number from the Cholesky factor (LAPACK ``pocon``) decides."""
+    relative, ``eps`` that of the features' arithmetic) through an eigen-decomposition when ``cov`` is singular to
+    that precision (N ≤ D, collinear features). The reciprocal condition number from the Cholesky factor (LAPACK
+    ``pocon``) decides."""
     dev = stats.class_deviations
-    cutoff = stats.dim * np.finfo(float).eps
+    cutoff = stats.dim * stats.eps  # a float32 Gram is only good to ~1e-7 of its scale
     try:
         chol = scipy.linalg.cholesky(cov, lower=True)
         rcond, info = scipy.linalg.lapack.dpocon(chol, np.abs(cov).sum(0).max(), uplo="L")

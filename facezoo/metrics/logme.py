@@ -38,7 +38,8 @@ def logme(stats: FeatureStats, *, max_iter: int = 11, tol: float = 1e-3) -> floa
     c, s = stats.shift, stats.class_sums.sum(0)
     raw_gram = stats.gram + np.outer(c, s) + np.outer(s, c) + n * np.outer(c, c)  # FᵀF from the shifted Gram
     sigma, v = np.linalg.eigh(raw_gram)
-    keep = sigma > d * np.finfo(float).eps * sigma[-1]
+    # FᵀF has rank ≤ min(N, D); below D·eps of the largest, eigenvalues are the Gram's rounding noise
+    keep = (sigma > d * stats.eps * sigma[-1]) & (np.arange(d) >= d - min(n, d))
     sigma, v = sigma[keep], v[:, keep]
     fty = stats.class_sums + np.outer(stats.counts, c)  # Fᵀ y_k (K, D)
     x2 = (fty @ v) ** 2 / sigma  # (Uᵀ y_k)²

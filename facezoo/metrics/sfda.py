@@ -16,6 +16,9 @@ Deviations from the authors' code (TencentARC/SFDA ``metrics.py``), following th
 code writes ConfMix into the caller's array); ``σ_max`` is the exact largest eigenvalue (the code takes 3 power
 iterations). Same classifier, computed without the D×D generalised eigenproblem.
 
+With float32 features and N < D, ``S_Wλ`` is singular to the precision of the statistics (λ = 1e-10 is below
+float32 rounding); the Cholesky step then adds the smallest ridge at that precision (``_lda.cholesky``).
+
 Cost: the shared Gram + one weighted Gram pass for the refit (ConfMix changes every sample) + two projection passes
 onto K directions + two Cholesky factorisations of D×D: O(N·D² + D³).
 """

@@ -204,6 +204,8 @@ class FeatureStats:
             self._ops = _NumpyOps(features)
 
         self.double = self._ops.double  # float64 input: float64 arithmetic throughout (else float32 products)
+        # relative precision of the Gram's entries: spectra below eps·D of their largest value are rounding noise
+        self.eps = float(np.finfo(np.float64 if self.double else np.float32).eps)
         self.classes, self.codes = check_labels(labels, self.n)
         self.n_classes = len(self.classes)
         if self.n_classes < 2:
