@@ -572,3 +572,14 @@ def test_decoding_a_truncated_image_at_load_time_names_the_file(image_folder):
     (image_folder / "dog" / "c.png").write_bytes(data.getvalue()[:200])
     with pytest.raises(FaceZooError, match=r"dog/c\.png: not a readable image"):
         ds.load(2)
+
+
+def test_take_keeps_the_class_list_and_fingerprints_the_chosen_samples():
+    from facezoo.data import load_dataset
+
+    digits = load_dataset("builtin:digits")
+    first = digits.take([0, 5, 9])
+    assert len(first) == 3 and first.class_names == digits.class_names
+    np.testing.assert_array_equal(first.sample_ids, digits.sample_ids[[0, 5, 9]])
+    assert first.fingerprint == digits.take([0, 5, 9]).fingerprint != digits.take([0, 5, 8]).fingerprint
+    assert digits.subset("test").fingerprint != digits.take(np.flatnonzero(digits.splits == "test")).fingerprint

@@ -121,15 +121,15 @@ class Dataset:
         mask = self.splits == split
         if not mask.any():
             raise FaceZooError(f"dataset {self.name!r} has no split {split!r}; it has {', '.join(self.split_names)}")
-        idx = np.flatnonzero(mask)
-        return replace(
-            self,
-            refs=[self.refs[i] for i in idx],
-            labels=self.labels[idx],
-            splits=self.splits[idx],
-            sample_ids=self.sample_ids[idx],
-            fingerprint=Fingerprint("split").update(self.fingerprint, split).hexdigest(),
-        )
+        return self.take(np.flatnonzero(mask), Fingerprint("split").update(self.fingerprint, split).hexdigest())
+
+    def take(self, indices: Sequence[int], fingerprint: str | None = None) -> "Dataset":
+        """The samples at ``indices`` (same class list); the fingerprint covers the chosen sample ids."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if fingerprint is None:
+            fingerprint = Fingerprint("take").update(self.fingerprint, "\n".join(self.sample_ids[idx])).hexdigest()
+        return replace(self, refs=[self.refs[i] for i in idx], labels=self.labels[idx], splits=self.splits[idx],
+                       sample_ids=self.sample_ids[idx], fingerprint=fingerprint)
 
     def describe(self) -> dict[str, Any]:
         """Counts for humans and the results store: sizes per split and class."""
