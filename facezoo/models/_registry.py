@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,8 @@ def create_model(source: str, *, name: str | None = None, **options: Any) -> Mod
 
     Args:
         source: ``<kind>:<reference>``; ``list_sources()`` gives the kinds, :func:`get_source` their options.
-        name: the zoo's name for the model (default: ``source``).
+        name: the zoo's name for the model (default: derived from the reference, e.g. ``mobilenet_v2`` for
+            ``pypi:mobilenet_v2``, ``all-MiniLM-L6-v2`` for ``hf:sentence-transformers/all-MiniLM-L6-v2``).
         **options: options of the source kind; an unknown option is an error.
 
     Raises:
@@ -106,4 +108,14 @@ def create_model(source: str, *, name: str | None = None, **options: Any) -> Mod
     """
     info, ref = split_source(source)
     info.check_options(options)
-    return info.factory(ref, name=name or source, source=source, **options)
+    return info.factory(ref, name=name or default_name(source), source=source, **options)
+
+
+def default_name(source: str) -> str:
+    """A model name that is safe in paths and tables, from a source: the architecture of ``arch@path``, the stem of
+    a file, the last part of a hub id (``cifar_resnet20`` for ``cifar_resnet:20``), other characters replaced."""
+    kind, _, ref = source.partition(":")
+    stem = ref.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    stem = stem.removesuffix(".onnx").removesuffix(".safetensors").removesuffix(".pth")
+    stem = f"{kind}{stem}" if stem.isdigit() else stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:100] or "model"
