@@ -59,14 +59,22 @@ def from_image_files(
     the given order and decoded to catch corrupt files up front. Samples load lazily as RGB PIL images."""
     root = root.resolve()
     content = Fingerprint(kind)
+    bad: list[str] = []  # every unreadable file, so one run lists them all
     for rel in rel_paths:
         path = root / rel
         try:
             data = path.read_bytes()
+            decode_image(data, str(path))
         except OSError as e:
-            raise FaceZooError(f"{path}: cannot read the image ({e.strerror})") from None
-        decode_image(data, str(path))
+            bad.append(f"{rel} ({e.strerror})")
+            continue
+        except FaceZooError:
+            bad.append(rel)
+            continue
         content.update(rel, data)
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise FaceZooError(f"{root}: {len(bad)} unreadable image(s): {shown}; replace or remove them")
     labels, class_names = encode_labels(raw_labels)
     return assemble(
         name=name, task="image", refs=[str(root / rel) for rel in rel_paths], labels=labels, class_names=class_names,
