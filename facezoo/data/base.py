@@ -123,6 +123,26 @@ class Dataset:
             raise FaceZooError(f"dataset {self.name!r} has no split {split!r}; it has {', '.join(self.split_names)}")
         return self.take(np.flatnonzero(mask), Fingerprint("split").update(self.fingerprint, split).hexdigest())
 
+    def sample(self, max_samples: int) -> "Dataset":
+        """At most ``max_samples`` samples, every class and split in proportion (at least 2 per class when it has
+        them), chosen by a hash of their ids: deterministic, and the same whatever the order of the samples."""
+        if max_samples >= len(self):
+            return self
+        if max_samples < 2:
+            raise FaceZooError(f"max_samples must be at least 2, got {max_samples}")
+        keys = np.array([hashlib.sha256(f"{self.fingerprint}/{sid}".encode()).hexdigest() for sid in self.sample_ids])
+        groups = self.labels.astype(str).astype(object) + "|" + self.splits.astype(object)
+        names = sorted(set(groups.tolist()))
+        sizes = np.array([np.sum(groups == g) for g in names])
+        # largest-remainder quotas: exactly max_samples in all, unless the 2-per-group floor needs more
+        exact = max_samples * sizes / len(self)
+        quota = np.floor(exact).astype(int)
+        quota[np.argsort(-(exact - quota), kind="stable")[: max_samples - quota.sum()]] += 1
+        quota = np.minimum(sizes, np.maximum(quota, 2))
+        chosen = [np.flatnonzero(groups == g)[np.argsort(keys[groups == g], kind="stable")[:q]]
+                  for g, q in zip(names, quota, strict=True)]
+        return self.take(np.sort(np.concatenate(chosen)))
+
     def take(self, indices: Sequence[int], fingerprint: str | None = None) -> "Dataset":
         """The samples at ``indices`` (same class list); the fingerprint covers the chosen sample ids."""
         idx = np.asarray(indices, dtype=np.int64)
