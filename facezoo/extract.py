@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -204,6 +205,9 @@ def _run(
         num_workers=workers,
         collate_fn=_Collate(model, dense),
         pin_memory=dev.type == "cuda",
+        # workers start from a clean single-threaded server, never by forking this process: forking while other
+        # threads run BLAS (a pipeline scoring one model while extracting the next) can deadlock the child
+        multiprocessing_context="forkserver" if workers and sys.platform == "linux" else None,
         persistent_workers=False,
     )
     features, logits, labels, ids = [], [], [], []

@@ -29,17 +29,23 @@ class MeanColour(ModelAdapter):
         return batch  # (B, 3, h, w): the image itself, so sampled features can be checked against the mask
 
 
+class Solid:
+    """A picklable loader (DataLoader workers start from a fork server and receive it pickled)."""
+
+    def __init__(self, colours):
+        self.colours = colours
+
+    def __call__(self, i):
+        return Image.fromarray(np.full((6, 9, 3), self.colours[i], dtype=np.uint8))
+
+
 def colour_dataset(n=23):
     rng = np.random.default_rng(0)
     colours = rng.integers(0, 256, size=(n, 3))
     labels = np.arange(n) % 3
-
-    def load(i):
-        return Image.fromarray(np.full((6, 9, 3), colours[i], dtype=np.uint8))
-
     ids = np.array([f"s{i:03d}" for i in range(n)])
     return Dataset("colours", "image", list(range(n)), labels, ("a", "b", "c"), np.array(["train"] * n), ids,
-                   Fingerprint("t").update("colours").hexdigest(), load), colours
+                   Fingerprint("t").update("colours").hexdigest(), Solid(colours)), colours
 
 
 @pytest.mark.parametrize("workers", [0, 2])
