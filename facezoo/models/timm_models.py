@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,18 @@ def _pretrained(arch: str) -> nn.Module:
         return timm.create_model(arch, pretrained=True)
 
 
+_SEEDING = threading.Lock()  # torch's RNG is global: two threads seeding at once would interleave their draws
+
+
+def _seeded_random(arch: str) -> nn.Module:
+    """Random weights that are the same on every call (seed 0): same digest, same cache key, same features."""
+    import timm
+
+    with _SEEDING, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return timm.create_model(arch, pretrained=False)
+
+
 def timm_adapter(arch: str, *, name: str, source: str, pretrained: bool = True, checkpoint: str | None = None,
                  trust_pickle: bool = False) -> TwoStageAdapter:
     """The adapter of timm architecture ``arch``: pretrained from timm's hub, from ``checkpoint``, or random."""
@@ -72,7 +85,7 @@ def timm_adapter(arch: str, *, name: str, source: str, pretrained: bool = True, 
         load_into(model, state_dict, f"timm:{arch} from {checkpoint}")
         digest = file_digest(Path(checkpoint).expanduser())
     else:
-        model = _pretrained(arch) if pretrained else timm.create_model(arch, pretrained=False)
+        model = _pretrained(arch) if pretrained else _seeded_random(arch)
         digest = state_dict_digest(model)
     config = timm.data.resolve_model_data_config(model)
     preprocessing = {"kind": "timm", **{k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}}

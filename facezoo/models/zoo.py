@@ -45,6 +45,16 @@ class ModelSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     optional: bool = False
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        from facezoo.data import check_name  # names reach paths and tables: one rule for every layer
+
+        try:
+            return check_name(name, "model name", "rename it")
+        except FaceZooError as e:
+            raise ValueError(str(e)) from None
+
     @field_validator("source")
     @classmethod
     def _known_kind(cls, source: str) -> str:
