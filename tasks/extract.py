@@ -1,17 +1,24 @@
 """Features for (model, dataset, split): read from the feature store when the cache key is there, else extract once
-and store. Plain functions; the pipeline wraps them in Prefect tasks."""
+and store. ``stored_features`` does the work; ``extract_features`` is its Prefect task, which returns a reference to
+the stored file, never arrays."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
 from facezoo import __version__
 from facezoo.data.base import Dataset
 from facezoo.extract import EXTRACTION_VERSION, extract
 from facezoo.models.base import ModelAdapter
+from facezoo.models.zoo import ModelSpec
 from storage.features import FeatureSet, FeatureStore, cache_key
+from tasks import datasets
+from tasks._prefect import task, transient
 
-__all__ = ["feature_key", "stored_features"]
+__all__ = ["FeatureRef", "extract_features", "feature_key", "stored_features"]
 
 
 def feature_key(
@@ -53,3 +60,38 @@ def stored_features(
         logits=out.logits, class_names=list(dataset.class_names), metadata=metadata,
     )
     return stored, False
+
+
+class FeatureRef(BaseModel):
+    """Where a model's stored features are, and what the results store and MLflow record about them."""
+
+    model: str
+    source: str
+    digest: str
+    modality: str
+    dim: int
+    num_logits: int | None
+    preprocessing: dict[str, Any]
+    dataset: str
+    split: str
+    cache_key: str
+    path: str
+    cache_hit: bool
+    n: int
+    extraction_seconds: float
+
+
+@task(name="extract-features", task_run_name="extract {spec.name}", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=transient, cache_policy=NONE)
+def extract_features(
+    spec: ModelSpec, dataset: datasets.DatasetRef, split: str, features_root: str, extract_options: dict[str, Any]
+) -> FeatureRef:
+    """Build the model, then read or extract its features of ``split`` (one model per task: failures stay local)."""
+    model = spec.create()
+    stored, hit = stored_features(model, datasets.load(dataset), split, FeatureStore(features_root), **extract_options)
+    return FeatureRef(
+        model=model.name, source=model.source, digest=model.digest, modality=model.modality, dim=model.dim,
+        num_logits=model.num_logits, preprocessing=model.preprocessing, dataset=dataset.name, split=split,
+        cache_key=stored.metadata["cache_key"], path=str(stored.path), cache_hit=hit, n=len(stored.labels),
+        extraction_seconds=0.0 if hit else float(stored.metadata["extraction_seconds"]),
+    )

@@ -1,0 +1,54 @@
+"""Score one model's stored features with the requested metrics, each metric on its own (one failing metric does
+not lose the others), from the statistics stored beside the features."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
+from facezoo import metrics
+from facezoo.errors import FaceZooError
+from storage.features import FeatureStore
+from tasks._prefect import task
+from tasks.extract import FeatureRef
+
+__all__ = ["ModelScores", "score_features"]
+
+
+class ModelScores(BaseModel):
+    """One model's raw scores (``score_many`` keys, terms included), seconds per metric, and per-metric errors."""
+
+    model: str
+    values: dict[str, float]
+    seconds: dict[str, float]
+    errors: dict[str, str]
+    n: int
+    n_classes: int
+
+
+@task(name="score", task_run_name="score {ref.model}", cache_policy=NONE)
+def score_features(ref: FeatureRef, names: list[str], options: dict[str, dict[str, Any]]) -> ModelScores:
+    stored = FeatureStore(ref.path).read(ref.path)
+    stats = stored.stats()
+    values: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        if metrics.info(name).needs_logits and stored.logits is None:
+            errors[name] = f"{ref.model} has no classifier head: {name} needs the source model's logits"
+            continue
+        start = time.perf_counter()
+        try:
+            values.update(metrics.score_many_from_stats(
+                stats, [name], logits=stored.logits if metrics.info(name).needs_logits else None,
+                options={name: options[name]} if name in options else None,
+            ))
+        except (FaceZooError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
+            errors[name] = f"{type(error).__name__}: {error}"
+        seconds[name] = time.perf_counter() - start
+    return ModelScores(model=ref.model, values=values, seconds=seconds, errors=errors, n=stats.n,
+                       n_classes=stats.n_classes)
