@@ -1,39 +1,321 @@
-"""The ``facezoo`` command line."""
+"""The ``facezoo`` command line.
+
+Every command takes ``--home`` (default ``$FACEZOO_HOME`` or ``./.facezoo``), where features, the results database,
+MLflow and Prefect's state live; ``--json`` prints machine-readable output. A user error prints one line and exits
+with status 2; a model or dataset that fails inside a run is reported in the run's summary (status ``partial``,
+exit status 3).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
 from facezoo import FaceZooError, __version__
+from facezoo.config import Home
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rank pre-trained models by transferability.")
 
+_STATE: dict[str, Any] = {}
+EXIT_USER_ERROR, EXIT_PARTIAL = 2, 3
 
-def _fail(error: Exception) -> None:
+
+@app.callback()
+def main(
+    home: Optional[str] = typer.Option(None, "--home", help="Home folder (default $FACEZOO_HOME or ./.facezoo)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's and MLflow's own logs."),
+):
+    """FaCe Zoo: rank a zoo of pre-trained models on a labelled dataset, and prove the ranking."""
+    _STATE["home"] = home
+    _STATE["verbose"] = verbose
+
+
+def _home() -> Home:
+    """Resolve and activate the home (Prefect and MLflow settings) before any flow module is imported."""
+    if not _STATE.get("verbose"):
+        # the CLI reports failures itself, one line each; Prefect would add a traceback per failed task
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow resets its logger's level on import
+    try:
+        return Home.resolve(_STATE.get("home")).activate()
+    except FaceZooError as error:
+        _fail(error)
+        raise  # unreachable: _fail exits
+
+
+def _fail(error: BaseException) -> None:
     typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_USER_ERROR)
+
+
+def _run(fn, *args, **kwargs) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except FaceZooError as error:
+        _fail(error)
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _print_ranking(summary: dict[str, Any]) -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(summary["ranking"])
+    if table.empty:
+        typer.echo("no model could be scored")
+    else:
+        ranks = table.pivot(index="model", columns="metric", values="rank")
+        first = [m for m in ("face", "face_variance", "face_fairness") if m in ranks.columns]
+        ranks = ranks[first + [c for c in ranks.columns if c not in first]]
+        if "face" in ranks.columns:
+            ranks = ranks.sort_values("face")
+        typer.echo(f"Ranks on {summary['dataset']} (1 = predicted best; job {summary['job_id']}):\n")
+        typer.echo(ranks.to_string(float_format=lambda v: f"{v:.0f}", na_rep="–"))
+    for model, error in summary["failures"].items():
+        typer.echo(f"FAILED {model}: {error}", err=True)
+    for model, why in summary.get("skipped", {}).items():
+        typer.echo(f"skipped {model} (optional): {why}")
+    if summary.get("cache_hits"):
+        typer.echo(f"\ncache hits (no extraction): {', '.join(summary['cache_hits'])}")
+    typer.echo(f"status: {summary['status']}")
+
+
+def _exit_for(summary: dict[str, Any]) -> None:
+    if summary["status"] == "failed":
+        raise typer.Exit(code=1)
+    if summary["status"] == "partial":
+        raise typer.Exit(code=EXIT_PARTIAL)
+
+
+def _split_list(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they are JSON (numbers, true/false, lists), else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise FaceZooError(f"option {pair!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 @app.command()
-def demo(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Rank a small zoo of feature maps of scikit-learn's digits with every metric (offline, seconds)."""
-    from flows.metrics_demo import run_metrics_demo
+def rank(
+    zoo: str = typer.Option(..., "--zoo", help="Zoo YAML file, or the name of one in configs/zoos."),
+    dataset: str = typer.Option(..., "--dataset", help="Registered dataset name, or a source (builtin:digits)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all but nleep)."),
+    split: str = typer.Option("train", "--split"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Rank on a stratified sample."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Rank every model of a zoo on a dataset: extract (cache hits skipped), score, store, log, print."""
+    home = _home()
+    from flows.rank import rank_zoo
 
-    try:
-        result = run_metrics_demo()
-    except FaceZooError as error:
-        _fail(error)
+    summary = _run(rank_zoo, zoo, dataset, metrics=_split_list(metrics), split=split, device=device,
+                   max_samples=max_samples, home=str(home.root))
+    _echo_json(summary) if as_json else _print_ranking(summary)
+    _exit_for(summary)
+
+
+_FORMATS = ("folder", "table", "lines", "hf-disk", "segmentation", "idx")
+
+
+def _source(path: str, fmt: Optional[str]) -> str:
+    """A dataset source from a path (format guessed from its layout unless given) or a source string as it is."""
+    kind = path.partition(":")[0]
+    if kind in (*_FORMATS, "builtin", "shared"):
+        return path
+    if fmt:
+        if fmt not in _FORMATS:
+            raise FaceZooError(f"--format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
+        return f"{fmt}:{path}"
+    p = Path(path)
+    if p.is_dir():
+        if (p / "images").is_dir() and (p / "masks").is_dir():
+            return f"segmentation:{path}"
+        if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
+            return f"hf-disk:{path}"
+        return f"folder:{path}"
+    if p.suffix.lower() in (".csv", ".tsv", ".parquet"):
+        return f"table:{path}"
+    if p.is_file():
+        return f"lines:{path}"
+    raise FaceZooError(f"{path}: no such file or folder")
+
+
+@app.command()
+def onboard(
+    path: str = typer.Argument(..., help="Dataset folder/file, or a source (builtin:animal-mnist)."),
+    name: str = typer.Option(..., "--name"),
+    fmt: Optional[str] = typer.Option(None, "--format", help=f"One of {', '.join(_FORMATS)} (default: guessed)."),
+    option: list[str] = typer.Option([], "--option", help="Loader option key=value (repeatable)."),
+    zoo: str = typer.Option("demo-image", "--zoo", help="Zoo to rank on it ('none' to only register)."),
+    validate_top_k: Optional[int] = typer.Option(None, "--validate-top-k", help="Also fine-tune the top k."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check, fingerprint and register a dataset, then rank the zoo on it."""
+    home = _home()
+    from flows.onboard import onboard_dataset
+
+    source = _run(_source, path, fmt)
+    summary = _run(onboard_dataset, source, name, options=_run(_options, option),
+                   zoo=None if zoo == "none" else zoo, validate_top_k=validate_top_k, device=device,
+                   home=str(home.root))
     if as_json:
-        typer.echo(json.dumps({"ranking": result["ranking"].reset_index(names="model").to_dict("records"),
-                               "weighted_tau": result["weighted_tau"].to_dict()}, indent=2))
+        _echo_json(summary)
         return
-    typer.echo("FaCe Zoo metrics demo: feature maps of scikit-learn's digits, ranked by FaCe\n")
-    typer.echo(result["ranking"].to_string(float_format=lambda v: f"{v:.3f}"))
-    typer.echo("\nWeighted Kendall tau of each metric's ranking against held-out accuracy:\n")
-    typer.echo(result["weighted_tau"].to_string(float_format=lambda v: f"{v:+.3f}"))
+    d = summary["dataset"]
+    typer.echo(f"registered {d['name']} ({d['task']}, {d['n_samples']} samples, {d['n_classes']} classes, "
+               f"splits {d['splits']}), fingerprint {d['fingerprint']}")
+    if summary["rank"]:
+        _print_ranking(summary["rank"])
+        _exit_for(summary["rank"])
+
+
+@app.command("validate")
+def validate_command(
+    zoo: str = typer.Option(..., "--zoo"),
+    dataset: str = typer.Option(..., "--dataset"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Fine-tune the top k (by --by) plus --controls."),
+    controls: int = typer.Option(2, "--controls"),
+    by: str = typer.Option("face", "--by"),
+    protocol: str = typer.Option("frozen_head", "--protocol"),
+    device: str = typer.Option("auto", "--device"),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fine-tune the zoo (or its top k) and report how well each metric's ranking predicted the accuracies."""
+    home = _home()
+    from flows.validate import validate
+
+    summary = _run(validate, zoo, dataset, top_k=top_k, controls=controls, by=by, protocol=protocol, device=device,
+                   max_samples=max_samples, home=str(home.root))
+    if as_json:
+        _echo_json(summary)
+        return
+    _print_validation(summary)
+    _exit_for(summary)
+
+
+def _print_validation(summary: dict[str, Any]) -> None:
+    import pandas as pd
+
+    typer.echo("\nFine-tuned accuracy (ground truth):")
+    for model, acc in sorted(summary["accuracy"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {model:<24} {acc:.3f}")
+    table = pd.DataFrame(summary["correlations"])
+    if not table.empty:
+        typer.echo("\nHow well each metric ranked them (weighted Kendall tau, 95 % bootstrap interval):\n")
+        table = table.sort_values("weighted_tau", ascending=False).set_index("metric")
+        typer.echo(table[["weighted_tau", "ci_low", "ci_high", "kendall_tau", "top1_regret", "n_models"]]
+                   .to_string(float_format=lambda v: f"{v:+.3f}"))
+    for model, error in summary["failures"].items():
+        typer.echo(f"FAILED {model}: {error}", err=True)
+    typer.echo(f"status: {summary['status']}")
+
+
+@app.command()
+def report(
+    dataset: Optional[str] = typer.Option(None, "--dataset"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The leaderboard: every dataset's latest ranking, from the results database."""
+    home = _home()
+    from storage.results import ResultsStore
+
+    board = _run(ResultsStore(home.results_db).leaderboard, dataset)
+    if as_json:
+        _echo_json(board.to_dict("records"))
+        return
+    if board.empty:
+        typer.echo("no ranking yet: run `facezoo rank` or `facezoo demo`")
+        return
+    for name, group in board.groupby("dataset"):
+        ranks = group.pivot(index="model", columns="metric", values="rank")
+        if "face" in ranks.columns:
+            ranks = ranks.sort_values("face")
+        typer.echo(f"\n{name} (job {group['job_id'].iloc[0]}):\n")
+        typer.echo(ranks.to_string(float_format=lambda v: f"{v:.0f}", na_rep="–"))
+
+
+@app.command()
+def query(
+    sql: str = typer.Argument(..., help="A SQL query over the results database (read-only)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run a read-only SQL query on the results database (tables: datasets, models, feature_sets, jobs, scores,
+    failures, finetune, correlations; view: leaderboard)."""
+    home = _home()
+    from storage.results import ResultsStore
+
+    table = _run(ResultsStore(home.results_db).query, sql)
+    _echo_json(table.to_dict("records")) if as_json else typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def serve(schedule: Optional[str] = typer.Option(None, "--schedule", help="Schedule YAML (configs/schedules).")):
+    """Serve the scheduled re-evaluation of every registered dataset (foreground; Ctrl-C stops)."""
+    home = _home()
+    from flows.reevaluate import SCHEDULE, load_schedule
+    from flows.reevaluate import serve as serve_schedule
+
+    settings = _run(load_schedule, schedule or SCHEDULE)
+    typer.echo(f"serving {settings.name}: cron {settings.cron!r} ({settings.timezone}), zoo {settings.zoo}")
+    serve_schedule(settings, home=str(home.root))
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (default: this machine only)."),
+) -> None:
+    """Start the MLflow UI on the home's tracking database (127.0.0.1 unless --host says otherwise)."""
+    home = _home()
+    from storage.tracking import Tracker
+
+    argv = Tracker(home.tracking_uri, home.artifacts).ui_command(host=host, port=port)
+    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops)")
+    raise typer.Exit(code=subprocess.call(argv))
+
+
+@app.command()
+def demo(
+    text: bool = typer.Option(False, "--text", help="The text zoo on Rotten Tomatoes instead of the image zoo."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Images/texts to use (train + test)."),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The embedded demo: rank the offline zoo on a real offline dataset with FaCe and every baseline, validate
+    the ranking with a frozen-head fine-tune of every model, store everything, print the result."""
+    home = _home()
+    from flows.demo import run_demo
+
+    summary = _run(run_demo, text=text, max_samples=max_samples, device=device, home=str(home.root))
+    if as_json:
+        _echo_json(summary)
+        return
+    _print_ranking(summary["rank"])
+    _print_validation(summary["validate"])
+    typer.echo(f"\nEverything is in {home.root}: `facezoo report`, `facezoo query \"SELECT * FROM leaderboard\"`, "
+               "`facezoo ui` (MLflow).")
+    _exit_for(summary["validate"])
 
 
 @app.command("metrics")
@@ -47,7 +329,7 @@ def list_metrics(as_json: bool = typer.Option(False, "--json", help="Machine-rea
         rows.append({"metric": name, "higher_is_better": info.higher_is_better, "needs_logits": info.needs_logits,
                      "zoo_normalised": info.zoo_normalised, "paper": info.paper, "options": info.options})
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        _echo_json(rows)
         return
     for row in rows:
         direction = "higher=better" if row["higher_is_better"] else "lower=better"
@@ -61,5 +343,5 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def main() -> None:  # pragma: no cover - console entry point convenience
+if __name__ == "__main__":  # pragma: no cover
     app(sys.argv[1:])

@@ -1,8 +1,11 @@
 """Shared fixtures: small labelled feature sets with known structure (float64, offline, seeded)."""
 
 import os
+import tempfile
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before NumPy loads OpenBLAS: see facezoo/__init__.py
+# nothing a test runs may write into the checkout: the default home (and Prefect's, derived from it) is a temp dir
+os.environ.setdefault("FACEZOO_HOME", tempfile.mkdtemp(prefix="facezoo-test-home-"))
 
 import numpy as np
 import pytest
@@ -35,3 +38,15 @@ def logits_for():
         return proj[labels] + rng.standard_normal((len(labels), n_source))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect API for the whole session (its start-up takes ~10 s on 2 cores)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -1,0 +1,245 @@
+"""``rank_zoo``: rank every model of a zoo on one dataset, end to end.
+
+1. resolve the dataset (a registered name, or a source that gets registered) and the zoo (a YAML path or the name
+   of one in ``configs/zoos``);
+2. per model, as Prefect tasks: read or extract its features (cache hits skip extraction; at most ``concurrency``
+   extractions at once), then score them with every requested metric from the stored statistics;
+3. rank the zoo (zoo-normalised metrics need every model), write scores, models, feature sets and failures to
+   DuckDB, log the job to MLflow (parent run, one child run per model, ranking table and FaCe chart);
+4. return a summary; the CLI prints the ranking table.
+
+A model that fails (missing weights, out of memory, bad output) is recorded with its error and stage and the others
+finish: the job is then ``partial``. Transient I/O errors retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from facezoo import metrics as metric_registry
+from facezoo.config import Home
+from facezoo.errors import FaceZooError
+from facezoo.models import ModelUnavailableError
+from facezoo.models.zoo import ModelSpec, ZooConfig
+from storage.results import ResultsStore
+from storage.tracking import Tracker
+from tasks import datasets
+from tasks._prefect import ThreadPoolTaskRunner, flow
+from tasks.extract import FeatureRef, extract_features
+from tasks.score import ModelScores, score_features
+
+__all__ = ["DEFAULT_METRICS", "rank_zoo", "resolve_zoo", "resolve_dataset", "one_line"]
+
+_log = logging.getLogger("facezoo")
+CONFIG_ZOOS = Path(__file__).resolve().parents[1] / "configs" / "zoos"
+# every metric but N-LEEP, whose Gaussian mixture (5 components per class, full covariances) costs minutes per model
+DEFAULT_METRICS = tuple(m for m in metric_registry.available() if m != "nleep")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as the one line a user reads."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def resolve_zoo(zoo: str) -> ZooConfig:
+    """A zoo YAML path, or the name of one in ``configs/zoos`` (``demo-image``)."""
+    path = Path(zoo).expanduser()
+    if not path.is_file():
+        named = CONFIG_ZOOS / f"{zoo}.yaml"
+        if not named.is_file():
+            known = ", ".join(sorted(p.stem for p in CONFIG_ZOOS.glob("*.yaml")))
+            raise FaceZooError(f"zoo {zoo!r} is neither a YAML file nor a zoo in configs/zoos ({known})")
+        path = named
+    return ZooConfig.from_yaml(path)
+
+
+def resolve_dataset(
+    dataset: str, results: ResultsStore, options: dict[str, Any] | None = None, max_samples: int | None = None
+) -> datasets.DatasetRef:
+    """A registered dataset name, or a source (``builtin:animal-mnist``, ``folder:/data/x``) registered on the way.
+
+    With ``max_samples`` the dataset is a deterministic stratified sample, registered under ``<name>-s<N>``.
+    """
+    if ":" in dataset:
+        base = datasets.DatasetRef(name=datasets.load_source(dataset, options or {}).name, source=dataset,
+                                   options=options or {})
+    else:
+        row = results.get_dataset(dataset)
+        if row is None:
+            raise FaceZooError(
+                f"dataset {dataset!r} is not registered; onboard it first (facezoo onboard PATH --name {dataset}) or "
+                "pass a source such as builtin:animal-mnist"
+            )
+        base = datasets.DatasetRef(name=row["name"], source=row["source"], options=row["options"],
+                                   max_samples=row.get("max_samples"))
+    ref = base
+    if max_samples is not None and max_samples != base.max_samples:
+        ref = base.model_copy(update={"name": f"{base.name}-s{max_samples}", "max_samples": max_samples})
+    results.register_dataset(datasets.load(ref), ref.source, ref.options, ref.max_samples)
+    return ref
+
+
+def _gpu_annotation(enabled: bool) -> Any:
+    """Dask resource annotation of the tasks submitted inside it (a no-op unless asked for)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources={"GPU": 1})
+
+
+def _default_concurrency(device: str) -> int:
+    if device == "cpu" or not torch.cuda.is_available():
+        return 1  # one extraction uses every core
+    return max(1, torch.cuda.device_count())
+
+
+@flow(name="rank-zoo", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def rank_zoo(
+    zoo: str,
+    dataset: str,
+    metrics: list[str] | None = None,
+    split: str = "train",
+    device: str = "auto",
+    batch_size: int = 64,
+    concurrency: int | None = None,
+    metric_options: dict[str, dict[str, Any]] | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    max_samples: int | None = None,
+    dask_gpu: bool = False,
+    home: str | None = None,
+) -> dict[str, Any]:
+    """Rank the models of ``zoo`` on ``split`` of ``dataset``; see the module docstring.
+
+    ``dask_gpu``: with a ``DaskTaskRunner`` whose workers declare ``resources={"GPU": n}``, each extraction asks
+    for one GPU, so a worker runs at most n extractions at once.
+
+    Returns:
+        ``{"job_id", "status", "dataset", "ranking" (records of metrics.rank_zoo), "failures" ({model: error}),
+        "cache_hits" ([models]), "mlflow_run_id"}``.
+    """
+    where = Home.resolve(home).ensure()
+    results = ResultsStore(where.results_db)
+    names = list(metrics or DEFAULT_METRICS)
+    for name in names:
+        metric_registry.info(name)  # unknown names fail before any work
+    zoo_config = resolve_zoo(zoo)
+    ref = resolve_dataset(dataset, results, dataset_options, max_samples)
+    if split not in datasets.load(ref).split_names:
+        raise FaceZooError(f"dataset {ref.name!r} has no split {split!r}; it has {datasets.load(ref).split_names}")
+    params = {"zoo": zoo_config.name, "dataset": ref.name, "split": split, "metrics": names, "device": device,
+              "batch_size": batch_size, "metric_options": metric_options or {}}
+    job_id = results.start_job("rank", zoo_config.name, ref.name, params)
+    try:
+        specs = list(zoo_config.models)
+        with _gpu_annotation(dask_gpu):
+            refs, scores, failures, skipped = _run_models(
+                specs, ref, split, where, names, metric_options or {}, device, batch_size,
+                concurrency or _default_concurrency(device),
+            )
+        summary = _record(results, where, job_id, ref, params, specs, refs, scores, failures, names)
+    except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
+        results.finish_job(job_id, "failed", message=one_line(error))
+        raise
+    return {**summary, "skipped": skipped}
+
+
+def _run_models(
+    specs: list[ModelSpec], ref: datasets.DatasetRef, split: str, where: Home, names: list[str],
+    metric_options: dict[str, dict[str, Any]], device: str, batch_size: int, concurrency: int,
+) -> tuple[dict[str, FeatureRef], dict[str, ModelScores], dict[str, tuple[str, str]], dict[str, str]]:
+    """Extraction, ``concurrency`` models at a time in zoo order, and scoring, as Prefect tasks.
+
+    A model's scoring is submitted once its features are stored, so it overlaps the next models' extraction, and no
+    task ever sits in a worker thread waiting for another (a bounded thread pool could deadlock on that). An
+    ``optional`` model whose weights are not installed here is skipped, not failed.
+    """
+    extract_options = {"device": device, "batch_size": batch_size, "progress": False}
+    refs: dict[str, FeatureRef] = {}
+    failures: dict[str, tuple[str, str]] = {}
+    skipped: dict[str, str] = {}
+    scoring = {}
+    for start in range(0, len(specs), concurrency):
+        batch = specs[start : start + concurrency]
+        futures = [extract_features.submit(spec, ref, split, str(where.features), extract_options) for spec in batch]
+        for spec, future in zip(batch, futures, strict=True):
+            try:
+                refs[spec.name] = future.result()
+            except ModelUnavailableError as error:
+                if spec.optional:
+                    skipped[spec.name] = one_line(error)
+                else:
+                    failures[spec.name] = ("extract", one_line(error))
+                continue
+            except Exception as error:  # noqa: BLE001 - one model's failure is recorded, never fatal to the zoo
+                failures[spec.name] = ("extract", one_line(error))
+                continue
+            scoring[spec.name] = score_features.submit(refs[spec.name], names, metric_options)
+    scores: dict[str, ModelScores] = {}
+    for model, future in scoring.items():
+        try:
+            scores[model] = future.result()
+        except Exception as error:  # noqa: BLE001
+            failures[model] = ("score", one_line(error))
+    return refs, scores, failures, skipped
+
+
+def _record(
+    results: ResultsStore, where: Home, job_id: str, ref: datasets.DatasetRef, params: dict[str, Any],
+    specs: list[ModelSpec], refs: dict[str, FeatureRef], scores: dict[str, ModelScores],
+    failures: dict[str, tuple[str, str]], names: list[str],
+) -> dict[str, Any]:
+    """Rank, write DuckDB, log MLflow, close the job."""
+    for model, (stage, error) in failures.items():
+        results.record_failure(job_id, model, stage, error)
+    fingerprint = datasets.load(ref).fingerprint
+    for f in refs.values():
+        results.upsert_model(f.model, source=f.source, digest=f.digest, modality=f.modality, dim=f.dim,
+                             num_logits=f.num_logits, preprocessing=f.preprocessing)
+        results.record_feature_set(f.cache_key, model=f.model, dataset=f.dataset, split=f.split,
+                                   dataset_fingerprint=fingerprint, path=f.path, n=f.n, dim=f.dim,
+                                   extraction_seconds=f.extraction_seconds)
+    table = pd.DataFrame(columns=["metric", "model", "raw", "score", "rank"])
+    if scores:
+        raw = {model: s.values for model, s in scores.items()}
+        present = [n for n in names if any(n in s.values for s in scores.values())]
+        table = metric_registry.rank_zoo(raw, present, options={
+            n: {k: v for k, v in o.items() if k in metric_registry.info(n).combine_options}
+            for n, o in params["metric_options"].items() if metric_registry.info(n).zoo_normalised
+        })
+        seconds = {(model, metric): sec for model, s in scores.items() for metric, sec in s.seconds.items()}
+        results.write_scores(job_id, ref.name, table, seconds)
+    status = "failed" if not scores else "partial" if failures else "completed"
+    run_id, message = None, None
+    try:
+        run_id = Tracker(where.tracking_uri, where.artifacts).log_rank_job(
+            ref.name, job_id, params, models=[_tracked(refs[m], scores[m]) for m in scores],
+            ranking=table, failures={m: f"{stage}: {error}" for m, (stage, error) in failures.items()},
+        )
+    except FaceZooError as error:  # the scores are safe in DuckDB; say what MLflow missed
+        message = f"MLflow logging failed: {error}"
+        _log.warning(message)
+    if failures and message is None:
+        message = f"{len(failures)} of {len(specs)} models failed: " + "; ".join(
+            f"{m} ({stage}): {error}" for m, (stage, error) in failures.items())
+    results.finish_job(job_id, status, message=message, mlflow_run_id=run_id)
+    return {
+        "job_id": job_id, "status": status, "dataset": ref.name, "ranking": table.to_dict("records"),
+        "failures": {m: f"{stage}: {error}" for m, (stage, error) in failures.items()},
+        "cache_hits": sorted(m for m, r in refs.items() if r.cache_hit), "mlflow_run_id": run_id,
+    }
+
+
+def _tracked(ref: FeatureRef, scores: ModelScores) -> dict[str, Any]:
+    return {
+        "name": ref.model, "source": ref.source, "digest": ref.digest, "dim": ref.dim, "n": scores.n,
+        "n_classes": scores.n_classes, "cache_key": ref.cache_key, "cache_hit": ref.cache_hit,
+        "extraction_seconds": ref.extraction_seconds, "seconds": scores.seconds, "metric_errors": scores.errors,
+    }

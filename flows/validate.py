@@ -1,0 +1,139 @@
+"""``validate``: fine-tune (a subset of) the zoo and measure how well every metric's ranking predicted the result.
+
+1. the scores: the latest rank job of this zoo on this dataset in the results store, or a fresh ``rank_zoo`` run;
+2. which models: all, or the ``top_k`` by ``by`` (FaCe) plus ``controls`` lower-ranked ones spread over the rest (a
+   ranking is only tested by models it ranks low);
+3. ground truth per model as Prefect tasks, cached in the results store by (model, dataset fingerprint, protocol,
+   budget): a model already fine-tuned under the same settings is not trained again;
+4. for every metric scored on those models: weighted τ, Kendall τ, Pearson, Spearman, top-1 regret and a bootstrap
+   interval of the weighted τ over models, written to DuckDB and logged to MLflow with a scatter plot per metric.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facezoo import evaluate
+from facezoo import metrics as metric_registry
+from facezoo.config import Home
+from facezoo.errors import FaceZooError
+from flows.rank import one_line, rank_zoo, resolve_dataset, resolve_zoo
+from storage.results import ResultsStore
+from storage.tracking import Tracker
+from tasks._prefect import ThreadPoolTaskRunner, flow
+from tasks.finetune import GroundTruth, ground_truth
+
+__all__ = ["validate", "choose_models", "correlations"]
+
+
+def choose_models(ranked: list[str], top_k: int | None, controls: int) -> list[str]:
+    """``ranked`` best first: all of them, or the first ``top_k`` and ``controls`` evenly spaced below them."""
+    if top_k is None or top_k >= len(ranked):
+        return list(ranked)
+    rest = ranked[top_k:]
+    picks = np.unique(np.linspace(0, len(rest) - 1, min(controls, len(rest))).round().astype(int)) if controls else []
+    return list(ranked[:top_k]) + [rest[i] for i in picks]
+
+
+def correlations(scores: pd.DataFrame, accuracy: dict[str, float], seed: int = 0) -> pd.DataFrame:
+    """Ranking quality of every metric in ``scores`` (long table: metric, model, score) against ``accuracy``."""
+    rows = []
+    for metric, group in scores.groupby("metric", sort=True):
+        group = group[group["model"].isin(accuracy) & np.isfinite(group["score"])]
+        if len(group) < 3:
+            continue  # fewer than 3 models: no meaningful rank correlation
+        sign = 1.0 if metric_registry.info(metric).higher_is_better else -1.0
+        score = sign * group["score"].to_numpy(dtype=float)
+        acc = np.array([accuracy[m] for m in group["model"]])
+        if np.ptp(score) == 0 or np.ptp(acc) == 0:
+            continue
+        tau, low, high = evaluate.bootstrap_ci("weighted_tau", score, acc, seed=seed)
+        rows.append({
+            "metric": metric, "weighted_tau": tau, "kendall_tau": evaluate.kendall_tau(score, acc),
+            "pearson": evaluate.pearson(score, acc), "spearman": evaluate.spearman(score, acc),
+            "top1_regret": evaluate.top1_regret(score, acc), "ci_low": low, "ci_high": high, "n_models": len(group),
+        })
+    return pd.DataFrame(rows, columns=["metric", "weighted_tau", "kendall_tau", "pearson", "spearman", "top1_regret",
+                                       "ci_low", "ci_high", "n_models"])
+
+
+@flow(name="validate-ranking", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def validate(
+    zoo: str,
+    dataset: str,
+    top_k: int | None = None,
+    controls: int = 2,
+    by: str = "face",
+    protocol: str = "frozen_head",
+    metrics: list[str] | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    device: str = "auto",
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    home: str | None = None,
+) -> dict[str, Any]:
+    """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "correlations",
+    "failures", "rank_job_id", "mlflow_run_id"}``."""
+    where = Home.resolve(home).ensure()
+    results = ResultsStore(where.results_db)
+    zoo_config = resolve_zoo(zoo)
+    ref = resolve_dataset(dataset, results, max_samples=max_samples)
+    rank_job = results.latest_job("rank", dataset=ref.name, zoo=zoo_config.name)
+    if rank_job is None:
+        rank_job = rank_zoo(zoo, ref.name, metrics=metrics, split=train_split, device=device, batch_size=batch_size,
+                            max_samples=max_samples, home=str(where.root))["job_id"]
+    scores = results.scores(rank_job)
+    if scores.empty:
+        raise FaceZooError(f"rank job {rank_job} of {ref.name!r} has no scores to validate")
+    ranked = (scores[scores.metric == by].sort_values("rank")["model"].tolist() if by in set(scores.metric)
+              else sorted(set(scores.model)))
+    chosen = set(choose_models(ranked, top_k, controls))
+    specs = [spec for spec in zoo_config.models if spec.name in chosen]
+    params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
+              "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, test_split]}
+    job_id = results.start_job("validate", zoo_config.name, ref.name, params)
+    try:
+        return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, test_split),
+                         {"device": device, "batch_size": batch_size, "progress": False})
+    except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
+        results.finish_job(job_id, "failed", message=one_line(error))
+        raise
+
+
+def _validate(
+    results: ResultsStore, where: Home, job_id: str, ref: Any, params: dict[str, Any], specs: list[Any],
+    scores: pd.DataFrame, protocol: str, splits: tuple[str, str], extract_options: dict[str, Any],
+) -> dict[str, Any]:
+    """Ground truth as tasks, correlations, DuckDB, MLflow, job status."""
+    futures = [
+        ground_truth.submit(spec, ref, protocol, splits, str(where.features), str(where.results_db), job_id,
+                            extract_options)
+        for spec in specs
+    ]
+    truth: dict[str, GroundTruth] = {}
+    failures: dict[str, str] = {}
+    for spec, future in zip(specs, futures, strict=True):
+        try:
+            truth[spec.name] = future.result()
+        except Exception as error:  # noqa: BLE001 - one model's failure is recorded, never fatal
+            failures[spec.name] = one_line(error)
+            results.record_failure(job_id, spec.name, "finetune", failures[spec.name])
+    accuracy = {m: t.accuracy for m, t in truth.items()}
+    table = correlations(scores, accuracy)
+    results.write_correlations(job_id, ref.name, protocol, table)
+    status = "failed" if len(truth) < 2 else "partial" if failures else "completed"
+    run_id, message = None, ("; ".join(f"{m}: {e}" for m, e in failures.items()) or None)
+    try:
+        finetuned = pd.DataFrame([{**t.model_dump(exclude={"curve"})} for t in truth.values()])
+        curves = {m: t.curve for m, t in truth.items() if t.curve}
+        run_id = Tracker(where.tracking_uri, where.artifacts).log_validation(
+            ref.name, job_id, params, finetune=finetuned, correlations=table, scores=scores, curves=curves)
+    except FaceZooError as error:
+        message = f"{message + '; ' if message else ''}MLflow logging failed: {error}"
+    results.finish_job(job_id, status, message=message, mlflow_run_id=run_id)
+    return {"job_id": job_id, "status": status, "accuracy": accuracy, "correlations": table.to_dict("records"),
+            "failures": failures, "rank_job_id": params["rank_job"], "mlflow_run_id": run_id}

@@ -1,0 +1,167 @@
+"""The pipeline end to end on tiny models: Prefect flows (one test harness for the session), DuckDB, MLflow, CLI.
+
+The zoo is three timm test architectures with random weights (tiny, offline) plus one model whose weights do not
+exist; the dataset a 240-image sample of scikit-learn's digits.
+"""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from facezoo.config import Home
+from storage.results import ResultsStore
+
+METRICS = ["face", "nc1", "logme", "hscore", "knn", "leep"]
+ZOO = """
+name: tiny
+models:
+  - {name: test_resnet, source: "timm:test_resnet", options: {pretrained: false}}
+  - {name: test_vit, source: "timm:test_vit", options: {pretrained: false}}
+  - {name: test_efficientnet, source: "timm:test_efficientnet", options: {pretrained: false}}
+  - {name: broken, source: "checkpoint:resnet18@/nonexistent/weights.pth"}
+"""
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("zoo") / "tiny.yaml"
+    path.write_text(ZOO)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return Home.resolve(tmp_path_factory.mktemp("home")).ensure()
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, zoo, home):
+    from flows.rank import rank_zoo
+
+    return rank_zoo(zoo, "builtin:digits", metrics=METRICS, max_samples=300, home=str(home.root))
+
+
+def test_rank_zoo_stores_ranks_and_logs_every_model(first_run, home):
+    assert first_run["status"] == "partial"
+    assert set(first_run["failures"]) == {"broken"} and "does not exist" in first_run["failures"]["broken"]
+    assert first_run["cache_hits"] == []
+    store = ResultsStore(home.results_db)
+    scores = store.query("SELECT model, metric, score, rank FROM scores WHERE job_id = ?", [first_run["job_id"]])
+    assert set(scores.model) == {"test_resnet", "test_vit", "test_efficientnet"}
+    assert set(scores.metric) == set(METRICS)
+    face = scores[scores.metric == "face"].sort_values("rank")
+    assert len(face) == 3 and face["rank"].min() == 1 and face["score"].is_monotonic_decreasing
+    job = store.job(first_run["job_id"])
+    assert job["status"] == "partial" and "broken" in job["message"] and job["mlflow_run_id"]
+    failures = store.query("SELECT model, stage FROM failures WHERE job_id = ?", [first_run["job_id"]])
+    assert failures.to_dict("records") == [{"model": "broken", "stage": "extract"}]
+    assert len(store.query("SELECT * FROM feature_sets")) == 3
+    assert store.get_dataset("digits-s300")["n_samples"] == 300
+    assert set(store.leaderboard("digits-s300").model) == {"test_resnet", "test_vit", "test_efficientnet"}
+
+    client = MlflowClient(home.tracking_uri)
+    parent = client.get_run(job["mlflow_run_id"])
+    assert parent.data.params["dataset"] == "digits-s300"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_name = {run.data.tags["facezoo.model"]: run for run in children}
+    assert set(by_name) == {"test_resnet", "test_vit", "test_efficientnet", "broken"}
+    for name in ("test_resnet", "test_vit", "test_efficientnet"):
+        run = by_name[name]
+        assert run.info.status == "FINISHED" and run.data.params["source"] == f"timm:{name}"
+        assert {"face", "face_rank", "face_seconds", "logme"} <= set(run.data.metrics)
+        assert run.data.tags["facezoo.cache_key"]
+    broken = by_name["broken"]
+    assert broken.info.status == "FAILED" and "does not exist" in broken.data.tags["facezoo.error"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"ranking.csv", "ranking.md", "face.png"} <= artifacts
+
+
+def test_a_second_run_reads_every_feature_from_the_cache(first_run, zoo, home):
+    from flows.rank import rank_zoo
+
+    again = rank_zoo(zoo, "digits-s300", metrics=METRICS, home=str(home.root))
+    assert again["cache_hits"] == ["test_efficientnet", "test_resnet", "test_vit"]
+    first = {(r["model"], r["metric"]): r["score"] for r in first_run["ranking"]}
+    second = {(r["model"], r["metric"]): r["score"] for r in again["ranking"]}
+    assert second == pytest.approx(first)
+
+
+def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, zoo, home):
+    from flows.validate import validate
+
+    checked = validate(zoo, "digits-s300", home=str(home.root))
+    assert checked["status"] == "completed" and set(checked["accuracy"]) == {
+        "test_resnet", "test_vit", "test_efficientnet"}
+    assert all(0.0 <= a <= 1.0 for a in checked["accuracy"].values())
+    store = ResultsStore(home.results_db)
+    rows = store.query("SELECT metric, n_models FROM correlations WHERE job_id = ?", [checked["job_id"]])
+    assert set(rows.metric) <= set(METRICS) and (rows.n_models == 3).all() and len(rows) >= 4
+    assert len(store.query("SELECT * FROM finetune")) == 3
+    again = validate(zoo, "digits-s300", home=str(home.root))
+    assert again["accuracy"] == checked["accuracy"]  # the cached ground truth
+    assert len(store.query("SELECT * FROM finetune")) == 3
+
+
+def test_cli_report_query_and_user_errors(first_run, home):
+    from flows.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["--home", str(home.root), "report", "--json"])
+    assert out.exit_code == 0, out.output
+    assert {r["model"] for r in json.loads(out.output)} == {"test_resnet", "test_vit", "test_efficientnet"}
+    out = runner.invoke(app, ["--home", str(home.root), "query", "SELECT count(*) AS n FROM datasets", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output) == [{"n": 1}]
+    out = runner.invoke(app, ["--home", str(home.root), "query", "DROP TABLE scores"])
+    assert out.exit_code == 2 and out.output.startswith("error: ") and "Traceback" not in out.output
+    out = runner.invoke(app, ["--home", str(home.root), "rank", "--zoo", "nope", "--dataset", "digits-s300"])
+    assert out.exit_code == 2 and "zoo 'nope'" in out.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_mlflow_ui_serves_the_experiment(first_run, home):
+    from storage.tracking import Tracker
+
+    port = _free_port()
+    server = subprocess.Popen(Tracker(home.tracking_uri, home.artifacts).ui_command(port=port),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=50"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    names = {e["name"] for e in json.load(response)["experiments"]}
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        assert "facezoo/digits-s300" in names
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_rank_zoo_runs_on_a_dask_local_cluster(first_run, zoo, home):
+    pytest.importorskip("prefect_dask")
+    from prefect_dask import DaskTaskRunner
+
+    from flows.rank import rank_zoo
+
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 2, "processes": True,
+                                            "resources": {"GPU": 1}, "dashboard_address": None})
+    out = rank_zoo.with_options(task_runner=runner)(zoo, "digits-s300", metrics=["face", "nc1"], dask_gpu=True,
+                                                     home=str(home.root))
+    assert out["status"] == "partial" and len({r["model"] for r in out["ranking"]}) == 3
