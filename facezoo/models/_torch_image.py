@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from torch import nn
 from facezoo.errors import FaceZooError
 from facezoo.models._common import DetachableAdapter
 from facezoo.models._transforms import ImagePreprocessing
+from facezoo.models.base import NotTrainable
 
 __all__ = ["HookedAdapter", "TorchImageAdapter", "TwoStageAdapter"]
 
@@ -85,6 +87,9 @@ class TwoStageAdapter(TorchImageAdapter):
             out["logits"] = model.forward_head(maps).float()
         return out
 
+    def trainable(self) -> nn.Module:
+        return _TwoStageBackbone(copy.deepcopy(self._require("model"))).train().requires_grad_(True)
+
     def feature_maps(self, batch: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)``: the output of ``forward_features``; ViT tokens are laid back on their patch grid."""
         model = self._require("model")
@@ -104,6 +109,28 @@ class TwoStageAdapter(TorchImageAdapter):
                 )
             grid = (side, side)
         return tokens.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[2]).permute(0, 3, 1, 2).float()
+
+
+class _TwoStageBackbone(nn.Module):
+    """Pooled penultimate features of a module with timm's two-stage interface, differentiable."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True).flatten(1)
+
+
+class _Headless(nn.Module):
+    """A classifier whose last linear layer was replaced by the identity: its output is the penultimate features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).flatten(1)
 
 
 @contextmanager
@@ -131,6 +158,16 @@ class HookedAdapter(TorchImageAdapter):
     def __init__(self, *, classifier: nn.Linear, map_module: nn.Module | None, **kwargs: Any):
         super().__init__(dim=classifier.in_features, num_logits=classifier.out_features, **kwargs)
         self.classifier, self.map_module = classifier, map_module
+
+    def trainable(self) -> nn.Module:
+        model, classifier = self._require("model"), self._require("classifier")
+        path = next((n for n, m in model.named_modules() if m is classifier), None)
+        if not path:
+            raise NotTrainable(f"model {self.name!r}: its classifier is not a named submodule, so it cannot be removed")
+        clone = copy.deepcopy(model)
+        parent, _, attr = path.rpartition(".")
+        setattr(clone.get_submodule(parent), attr, nn.Identity())
+        return _Headless(clone).train().requires_grad_(True)
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         model = self._require("model")

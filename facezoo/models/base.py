@@ -9,7 +9,13 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["ModelAdapter", "file_digest", "state_dict_digest"]
+from facezoo.errors import FaceZooError
+
+__all__ = ["ModelAdapter", "NotTrainable", "file_digest", "state_dict_digest"]
+
+
+class NotTrainable(FaceZooError):
+    """The model has no differentiable form here (the message says why)."""
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -85,6 +91,16 @@ class ModelAdapter(ABC):
         _, h, w = self.preprocessing["input_size"]
         x = tf.to_tensor(image.convert("RGB").resize((w, h), resample=3))  # 3 = bicubic
         return tf.normalize(x, self.preprocessing["mean"], self.preprocessing["std"])
+
+    def trainable(self) -> torch.nn.Module:
+        """A fresh copy of the network for fine-tuning: an ``nn.Module`` in train mode with gradients on, whose
+        ``forward(batch)`` takes a batch from ``collate`` (on its device) and returns ``(B, dim)`` penultimate features.
+
+        The adapter's own model is untouched. Models that cannot be trained end to end (ONNX Runtime graphs without a
+        converter, static or quantised embeddings) raise :class:`NotTrainable`; the fine-tuning engine then falls back
+        to a head on frozen features.
+        """
+        raise NotTrainable(f"model {self.name!r} ({self.source}) cannot be trained end to end")
 
     def to(self, device: torch.device | str) -> "ModelAdapter":
         """Move the model to ``device`` (no-op for CPU-only backends such as ONNX Runtime on CPU)."""

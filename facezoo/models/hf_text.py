@@ -7,6 +7,7 @@ with its head, so the same forward pass also gives its logits.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -61,6 +62,10 @@ class HfTextAdapter(TextAdapter):
         self.model = self._require("model").to(device)
         return self
 
+    def trainable(self) -> torch.nn.Module:
+        encoder = copy.deepcopy(self._require("model").base_model)  # base_model: the encoder without any head
+        return _PooledEncoder(encoder, self.pooling).train().requires_grad_(True)
+
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         model = self._require("model")
         device = next(model.parameters()).device
@@ -71,6 +76,19 @@ class HfTextAdapter(TextAdapter):
         if self.num_logits:
             result["logits"] = out.logits.float()
         return result
+
+
+class _PooledEncoder(torch.nn.Module):
+    """A transformers encoder (without any classification head) and its pooling, differentiable."""
+
+    def __init__(self, encoder: torch.nn.Module, pooling: Pooling):
+        super().__init__()
+        self.encoder, self.pooling = encoder, pooling
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        device = next(self.encoder.parameters()).device
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        return pool(self.encoder(**inputs).last_hidden_state, inputs["attention_mask"], self.pooling)
 
 
 def _default_max_length(folder: Path | None) -> int:

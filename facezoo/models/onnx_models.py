@@ -18,7 +18,7 @@ from facezoo.errors import FaceZooError
 from facezoo.models._common import DetachableAdapter
 from facezoo.models._registry import register_source
 from facezoo.models._transforms import ImagePreprocessing
-from facezoo.models.base import file_digest
+from facezoo.models.base import NotTrainable, file_digest
 
 __all__ = ["OnnxAdapter", "expose_penultimate", "onnx_adapter", "onnx_model"]
 
@@ -73,8 +73,8 @@ class OnnxAdapter(DetachableAdapter):
     _detached = ("session",)
 
     def __init__(self, *, name: str, source: str, session: Any, transform: ImagePreprocessing, layout: str,
-                 features_name: str, logits_name: str, digest: str):
-        self.name, self.source, self.digest = name, source, digest
+                 features_name: str, logits_name: str, digest: str, path: Path | None = None):
+        self.name, self.source, self.digest, self.path = name, source, digest, path
         self.session, self.transform, self.layout = session, transform, layout
         self.input_name = session.get_inputs()[0].name
         self.features_name, self.logits_name = features_name, logits_name
@@ -91,6 +91,26 @@ class OnnxAdapter(DetachableAdapter):
     def preprocess_dense(self, image: Any) -> torch.Tensor:
         return self.transform.dense(image)
 
+    def trainable(self) -> torch.nn.Module:
+        """The graph converted to PyTorch by ``onnx2torch`` (the field's converter), returning the features output."""
+        import onnx
+
+        try:
+            from onnx2torch import convert
+        except ImportError:
+            raise NotTrainable(f"model {self.name!r}: fine-tuning an ONNX model needs onnx2torch "
+                               f"(pip install onnx2torch)") from None
+        if self.path is None:
+            raise NotTrainable(f"model {self.name!r}: built from an ONNX graph in memory, with no file to convert")
+        graph, features, _ = expose_penultimate(onnx.load(str(self.path)))
+        try:
+            module = convert(graph)
+        except Exception as e:  # noqa: BLE001 - any converter failure means: not trainable, with its reason
+            raise NotTrainable(f"model {self.name!r}: onnx2torch cannot convert it ({type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]})") from None
+        index = [o.name for o in graph.graph.output].index(features)
+        return _ConvertedOnnx(module, index, self.layout).train().requires_grad_(True)
+
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         x = batch.detach().to("cpu", torch.float32)
         if self.layout == "NHWC":
@@ -99,6 +119,18 @@ class OnnxAdapter(DetachableAdapter):
             [self.features_name, self.logits_name], {self.input_name: np.ascontiguousarray(x.numpy())})
         return {"features": torch.from_numpy(np.asarray(features, np.float32).reshape(len(x), -1)),
                 "logits": torch.from_numpy(np.asarray(logits, np.float32).reshape(len(x), -1))}
+
+
+class _ConvertedOnnx(torch.nn.Module):
+    """An ONNX graph converted to PyTorch: ``(B, 3, H, W)`` in (transposed if the graph wants NHWC), features out."""
+
+    def __init__(self, module: torch.nn.Module, features_index: int, layout: str):
+        super().__init__()
+        self.module, self.features_index, self.layout = module, features_index, layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = self.module(x.permute(0, 2, 3, 1) if self.layout == "NHWC" else x)
+        return outputs[self.features_index].reshape(len(x), -1)
 
 
 def _input_geometry(session: Any, layout: Layout, what: str) -> tuple[str, int | None]:
@@ -137,7 +169,7 @@ def onnx_adapter(path: Path, *, name: str, source: str, defaults: dict[str, Any]
     layout, side = _input_geometry(session, layout, source)
     transform = ImagePreprocessing.build({"size": side or 224, **(defaults or {})}, preprocessing, source)
     return OnnxAdapter(name=name, source=source, session=session, transform=transform, layout=layout,
-                       features_name=features, logits_name=logits, digest=file_digest(path))
+                       features_name=features, logits_name=logits, digest=file_digest(path), path=path)
 
 
 @register_source("onnx", syntax="onnx:<path to .onnx>",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from facezoo.models._common import TextAdapter
+from facezoo.models.base import NotTrainable
 
 __all__ = ["FastTextAdapter", "WordLlamaAdapter"]
 
@@ -23,6 +24,10 @@ class WordLlamaAdapter(TextAdapter):
         self.name, self.source, self.digest = name, source, digest
         self.wordllama, self.dim = wordllama, dim
         self.preprocessing = {"kind": "text", "model": f"wordllama-{config}-{dim}", "norm": False}
+
+    def trainable(self) -> torch.nn.Module:
+        raise NotTrainable(f"model {self.name!r} is a WordLlama static embedding table (NumPy inference, truncated "
+                           f"Matryoshka vectors): there is no network to fine-tune")
 
     def forward(self, batch: Sequence[str]) -> dict[str, torch.Tensor]:
         vectors = self._require("wordllama").embed(list(batch), norm=False, return_np=True)
@@ -47,6 +52,10 @@ class FastTextAdapter(TextAdapter):
         self._index = {f"__label__{label}": i for i, label in enumerate(self.labels)}
         self.num_logits = len(self.labels) or None
         self.preprocessing = {"kind": "text", "model": path.name, "newlines": "space"}
+
+    def trainable(self) -> torch.nn.Module:
+        raise NotTrainable(f"model {self.name!r} is a fastText model (quantised n-gram embeddings in a C++ library): "
+                           f"it cannot be fine-tuned from PyTorch")
 
     def forward(self, batch: Sequence[str]) -> dict[str, torch.Tensor]:
         model = self._require("fasttext")
