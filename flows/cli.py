@@ -196,7 +196,15 @@ def validate_command(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Fine-tune the top k (by --by) plus --controls."),
     controls: int = typer.Option(2, "--controls"),
     by: str = typer.Option("face", "--by"),
-    protocol: str = typer.Option("frozen_head", "--protocol"),
+    protocol: str = typer.Option("auto", "--protocol",
+                                 help="full (fine-tune end to end), frozen_head, or auto (full where possible)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Budget of full: optimiser steps per run."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Budget of full: batch size."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Budget of full: image side in pixels."),
+    lr: Optional[list[float]] = typer.Option(None, "--lr", help="Budget of full: learning-rate grid (repeat)."),
+    weight_decay: Optional[list[float]] = typer.Option(None, "--wd", help="Budget of full: weight-decay grid."),
+    train_subset: Optional[int] = typer.Option(None, "--train-subset", help="Budget of full: at most N training "
+                                                                            "samples (stratified)."),
     device: str = typer.Option("auto", "--device"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples"),
     as_json: bool = typer.Option(False, "--json"),
@@ -205,8 +213,10 @@ def validate_command(
     home = _home()
     from flows.validate import validate
 
-    summary = _run(validate, zoo, dataset, top_k=top_k, controls=controls, by=by, protocol=protocol, device=device,
-                   max_samples=max_samples, home=str(home.root))
+    budget = {k: v for k, v in {"steps": steps, "batch_size": batch, "resolution": resolution, "lr_grid": lr,
+                                "weight_decay_grid": weight_decay, "train_subset": train_subset}.items() if v}
+    summary = _run(validate, zoo, dataset, top_k=top_k, controls=controls, by=by, protocol=protocol, budget=budget,
+                   device=device, max_samples=max_samples, home=str(home.root))
     if as_json:
         _echo_json(summary)
         return
@@ -218,13 +228,18 @@ def _print_validation(summary: dict[str, Any]) -> None:
     import pandas as pd
 
     typer.echo("\nFine-tuned accuracy (ground truth):")
+    protocols = summary.get("protocols", {})
     for model, acc in sorted(summary["accuracy"].items(), key=lambda kv: -kv[1]):
-        typer.echo(f"  {model:<24} {acc:.3f}")
+        typer.echo(f"  {model:<24} {acc:.3f}  {protocols.get(model, '')}")
+    for model, why in summary.get("fallbacks", {}).items():
+        typer.echo(f"  ({model}: frozen_head, because {why})")
     table = pd.DataFrame(summary["correlations"])
-    if not table.empty:
-        typer.echo("\nHow well each metric ranked them (weighted Kendall tau, 95 % bootstrap interval):\n")
-        table = table.sort_values("weighted_tau", ascending=False).set_index("metric")
-        typer.echo(table[["weighted_tau", "ci_low", "ci_high", "kendall_tau", "top1_regret", "n_models"]]
+    for protocol, group in (table.groupby("protocol", sort=False) if not table.empty else ()):
+        mixed = " — protocols MIXED, read with care" if str(protocol).startswith("mixed:") else ""
+        typer.echo(f"\nHow well each metric ranked them under {protocol} (weighted Kendall tau, 95 % bootstrap "
+                   f"interval){mixed}:\n")
+        group = group.sort_values("weighted_tau", ascending=False).set_index("metric")
+        typer.echo(group[["weighted_tau", "ci_low", "ci_high", "kendall_tau", "top1_regret", "n_models"]]
                    .to_string(float_format=lambda v: f"{v:+.3f}"))
     for model, error in summary["failures"].items():
         typer.echo(f"FAILED {model}: {error}", err=True)

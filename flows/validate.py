@@ -3,10 +3,14 @@
 1. the scores: the latest rank job of this zoo on this dataset in the results store, or a fresh ``rank_zoo`` run;
 2. which models: all, or the ``top_k`` by ``by`` (FaCe) plus ``controls`` lower-ranked ones spread over the rest (a
    ranking is only tested by models it ranks low);
-3. ground truth per model as Prefect tasks, cached in the results store by (model, dataset fingerprint, protocol,
-   budget): a model already fine-tuned under the same settings is not trained again;
+3. ground truth per model as Prefect tasks (one at a time on a CPU, where one fine-tuning already uses every core),
+   cached in the results store by (model, dataset fingerprint, protocol, budget): a model already fine-tuned under
+   the same settings is not trained again. ``protocol="auto"`` fine-tunes every trainable model in full and gives the
+   others a head on frozen features;
 4. for every metric scored on those models: weighted τ, Kendall τ, Pearson, Spearman, top-1 regret and a bootstrap
    interval of the weighted τ over models, written to DuckDB and logged to MLflow with a scatter plot per metric.
+   Correlations are computed per protocol; when ``auto`` had to mix protocols, one more set over all models is
+   stored under the protocol ``mixed:<a>+<b>`` and the summary says so: protocols are never mixed silently.
 """
 
 from __future__ import annotations
@@ -16,17 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facezoo import evaluate
+from facezoo import evaluate, finetune
 from facezoo import metrics as metric_registry
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
+from facezoo.extract import pick_device
 from flows.rank import one_line, rank_zoo, resolve_dataset, resolve_zoo
 from storage.results import ResultsStore
 from storage.tracking import Tracker
 from tasks._prefect import ThreadPoolTaskRunner, flow
 from tasks.finetune import GroundTruth, ground_truth
 
-__all__ = ["validate", "choose_models", "correlations"]
+__all__ = ["validate", "choose_models", "correlations", "protocol_correlations"]
 
 
 def choose_models(ranked: list[str], top_k: int | None, controls: int) -> list[str]:
@@ -60,6 +65,17 @@ def correlations(scores: pd.DataFrame, accuracy: dict[str, float], seed: int = 0
                                        "ci_low", "ci_high", "n_models"])
 
 
+def protocol_correlations(
+    scores: pd.DataFrame, accuracy: dict[str, float], protocols: dict[str, str], seed: int = 0
+) -> dict[str, pd.DataFrame]:
+    """:func:`correlations` per fine-tuning protocol; when there are several, one more table over all models under
+    ``mixed:<a>+<b>``, so that a mixed comparison is always labelled as one."""
+    groups = {p: {m: a for m, a in accuracy.items() if protocols[m] == p} for p in sorted(set(protocols.values()))}
+    if len(groups) > 1:
+        groups[f"mixed:{'+'.join(groups)}"] = dict(accuracy)
+    return {p: correlations(scores, acc, seed=seed) for p, acc in groups.items()}
+
+
 @flow(name="validate-ranking", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def validate(
     zoo: str,
@@ -67,7 +83,8 @@ def validate(
     top_k: int | None = None,
     controls: int = 2,
     by: str = "face",
-    protocol: str = "frozen_head",
+    protocol: str = "auto",
+    budget: dict[str, Any] | None = None,
     metrics: list[str] | None = None,
     train_split: str = "train",
     test_split: str = "test",
@@ -76,8 +93,12 @@ def validate(
     max_samples: int | None = None,
     home: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "correlations",
-    "failures", "rank_job_id", "mlflow_run_id"}``."""
+    """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "protocols",
+    "correlations", "failures", "rank_job_id", "mlflow_run_id"}``. ``protocol``: ``auto``, ``full`` or
+    ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for ``full``."""
+    if protocol not in ("auto", *finetune.PROTOCOLS):
+        raise FaceZooError(f"unknown protocol {protocol!r}; known: auto, {', '.join(finetune.PROTOCOLS)}")
+    finetune.Budget(**(budget or {}))  # a bad budget fails here, before any work
     where = Home.resolve(home).ensure()
     results = ResultsStore(where.results_db)
     zoo_config = resolve_zoo(zoo)
@@ -94,11 +115,12 @@ def validate(
     chosen = set(choose_models(ranked, top_k, controls))
     specs = [spec for spec in zoo_config.models if spec.name in chosen]
     params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
-              "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, test_split]}
+              "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, test_split],
+              "budget": budget or {}}
     job_id = results.start_job("validate", zoo_config.name, ref.name, params)
     try:
         return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, test_split),
-                         {"device": device, "batch_size": batch_size, "progress": False})
+                         {"device": device, "batch_size": batch_size, "progress": False}, budget or {})
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise
@@ -107,13 +129,16 @@ def validate(
 def _validate(
     results: ResultsStore, where: Home, job_id: str, ref: Any, params: dict[str, Any], specs: list[Any],
     scores: pd.DataFrame, protocol: str, splits: tuple[str, str], extract_options: dict[str, Any],
+    budget: dict[str, Any],
 ) -> dict[str, Any]:
     """Ground truth as tasks, correlations, DuckDB, MLflow, job status."""
-    futures = [
-        ground_truth.submit(spec, ref, protocol, splits, str(where.features), str(where.results_db), job_id,
-                            extract_options)
-        for spec in specs
-    ]
+    sequential = pick_device(extract_options["device"]).type == "cpu"
+    futures = []
+    for spec in specs:
+        futures.append(ground_truth.submit(spec, ref, protocol, splits, str(where.features), str(where.results_db),
+                                           job_id, extract_options, budget))
+        if sequential:
+            futures[-1].wait()
     truth: dict[str, GroundTruth] = {}
     failures: dict[str, str] = {}
     for spec, future in zip(specs, futures, strict=True):
@@ -123,8 +148,11 @@ def _validate(
             failures[spec.name] = one_line(error)
             results.record_failure(job_id, spec.name, "finetune", failures[spec.name])
     accuracy = {m: t.accuracy for m, t in truth.items()}
-    table = correlations(scores, accuracy)
-    results.write_correlations(job_id, ref.name, protocol, table)
+    tables = protocol_correlations(scores, accuracy, {m: t.protocol for m, t in truth.items()})
+    for used, table in tables.items():
+        results.write_correlations(job_id, ref.name, used, table)
+    table = pd.concat([correlations(scores, {}).assign(protocol=pd.Series(dtype=str)),
+                       *(t.assign(protocol=p) for p, t in tables.items())], ignore_index=True)
     status = "failed" if len(truth) < 2 else "partial" if failures else "completed"
     run_id, message = None, ("; ".join(f"{m}: {e}" for m, e in failures.items()) or None)
     try:
@@ -135,5 +163,8 @@ def _validate(
     except FaceZooError as error:
         message = f"{message + '; ' if message else ''}MLflow logging failed: {error}"
     results.finish_job(job_id, status, message=message, mlflow_run_id=run_id)
-    return {"job_id": job_id, "status": status, "accuracy": accuracy, "correlations": table.to_dict("records"),
+    protocols = {m: t.protocol for m, t in truth.items()}
+    return {"job_id": job_id, "status": status, "accuracy": accuracy, "protocols": protocols,
+            "fallbacks": {m: t.fallback for m, t in truth.items() if t.fallback},
+            "correlations": table.to_dict("records"),
             "failures": failures, "rank_job_id": params["rank_job"], "mlflow_run_id": run_id}

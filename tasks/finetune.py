@@ -1,4 +1,4 @@
-"""Ground truth for one model: its fine-tuned accuracy under a protocol, cached in the results store."""
+"""Ground truth for one model: its fine-tuned accuracy under a protocol and budget, cached in the results store."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from facezoo import finetune
-from facezoo.errors import FaceZooError
 from facezoo.models.zoo import ModelSpec
 from storage.features import FeatureStore
 from storage.results import ResultsStore
 from tasks import datasets
-from tasks._prefect import task, transient
+from tasks._prefect import get_run_logger, task, transient
 from tasks.extract import stored_features
 
 __all__ = ["GroundTruth", "ground_truth"]
 
 
 class GroundTruth(BaseModel):
-    """One model's accuracy under ``protocol``; ``cached`` when it came from the results store."""
+    """One model's accuracy under ``protocol`` (the one actually run: ``auto`` resolves per model, and ``fallback``
+    says why a model got ``frozen_head``); ``cached`` when it came from the results store."""
 
     model: str
     protocol: str
@@ -28,7 +28,9 @@ class GroundTruth(BaseModel):
     mean_class_accuracy: float
     budget_key: str
     cached: bool
-    curve: list[dict[str, float]]
+    seconds: float | None = None
+    fallback: str | None = None
+    curve: list[dict[str, float]] = []
 
 
 @task(name="ground-truth", task_run_name="fine-tune {spec.name}", retries=1, retry_condition_fn=transient,
@@ -42,29 +44,42 @@ def ground_truth(
     results_db: str,
     job_id: str,
     extract_options: dict[str, Any],
+    budget: dict[str, Any] | None = None,
 ) -> GroundTruth:
-    """The model's accuracy on ``splits[1]`` after training on ``splits[0]`` (cached by model digest, dataset
-    fingerprint, protocol and budget)."""
-    if protocol not in finetune.PROTOCOLS:
-        raise FaceZooError(f"unknown protocol {protocol!r}; known: {', '.join(finetune.PROTOCOLS)}")
+    """The model's accuracy on ``splits[1]`` after training on ``splits[0]``, cached by model digest, dataset
+    fingerprint, protocol and budget. ``budget``: fields of :class:`facezoo.finetune.Budget` (``full`` only)."""
     data = datasets.load(dataset)
     model = spec.create()
-    budget = {"c_grid": list(finetune.C_GRID), "validation_fraction": 0.2, "max_iter": 1000, "seed": 0,
-              "weights": model.digest, "splits": list(splits)}
-    key = finetune.budget_key(protocol, budget)
+    used, fallback = finetune.resolve_protocol(model, protocol)
+    if used == "full":
+        settings = finetune.Budget(**(budget or {}))
+        budget_record = settings.to_dict()
+    else:
+        settings = None
+        budget_record = {"c_grid": list(finetune.C_GRID), "validation_fraction": 0.2, "max_iter": 1000, "seed": 0}
+    budget_record |= {"weights": model.digest, "splits": list(splits)}
+    key = finetune.budget_key(used, budget_record)
     results = ResultsStore(results_db)
-    found = results.get_finetune(spec.name, data.fingerprint, protocol, key)
+    found = results.get_finetune(spec.name, data.fingerprint, used, key)
     if found is not None:
-        return GroundTruth(model=spec.name, protocol=protocol, accuracy=found["accuracy"],
-                           mean_class_accuracy=found["mean_class_accuracy"], budget_key=key, cached=True, curve=[])
-    store = FeatureStore(features_root)
-    train, _ = stored_features(model, data, splits[0], store, **extract_options)
-    test, _ = stored_features(model, data, splits[1], store, **extract_options)
-    result = finetune.frozen_head(train.features, train.labels, test.features, test.labels)
+        return GroundTruth(model=spec.name, protocol=used, accuracy=found["accuracy"],
+                           mean_class_accuracy=found["mean_class_accuracy"], budget_key=key, cached=True,
+                           seconds=found["seconds"], fallback=fallback)
+    if used == "full":
+        result = finetune.full(model, data.subset(splits[0]), data.subset(splits[1]), settings,
+                               device=extract_options.get("device", "auto"), log=get_run_logger().info)
+    else:
+        store = FeatureStore(features_root)
+        train, _ = stored_features(model, data, splits[0], store, **extract_options)
+        test, _ = stored_features(model, data, splits[1], store, **extract_options)
+        result = finetune.frozen_head(train.features, train.labels, test.features, test.labels)
+    seconds = result.selected.get("seconds")
     results.write_finetune(
-        model=spec.name, dataset=data.name, dataset_fingerprint=data.fingerprint, protocol=protocol, budget_key=key,
-        accuracy=result.accuracy, mean_class_accuracy=result.mean_class_accuracy, budget=budget, job_id=job_id,
+        model=spec.name, dataset=data.name, dataset_fingerprint=data.fingerprint, protocol=used, budget_key=key,
+        accuracy=result.accuracy, mean_class_accuracy=result.mean_class_accuracy, seconds=seconds,
+        budget={**budget_record, **result.budget, "selected": result.selected, "fallback": fallback},
+        seed=result.budget.get("seed"), job_id=job_id,
     )
-    return GroundTruth(model=spec.name, protocol=protocol, accuracy=result.accuracy,
-                       mean_class_accuracy=result.mean_class_accuracy, budget_key=key, cached=False,
-                       curve=result.curve)
+    return GroundTruth(model=spec.name, protocol=used, accuracy=result.accuracy,
+                       mean_class_accuracy=result.mean_class_accuracy, budget_key=key, cached=False, seconds=seconds,
+                       fallback=fallback, curve=result.curve)

@@ -93,20 +93,48 @@ def test_a_second_run_reads_every_feature_from_the_cache(first_run, zoo, home):
     assert second == pytest.approx(first)
 
 
+BUDGET = {"steps": 4, "batch_size": 16, "resolution": 32, "lr_grid": [0.01], "weight_decay_grid": [0.0]}
+
+
 def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, zoo, home):
     from flows.validate import validate
 
-    checked = validate(zoo, "digits-s300", home=str(home.root))
+    checked = validate(zoo, "digits-s300", budget=BUDGET, home=str(home.root))
     assert checked["status"] == "completed" and set(checked["accuracy"]) == {
         "test_resnet", "test_vit", "test_efficientnet"}
+    assert set(checked["protocols"].values()) == {"full"} and checked["fallbacks"] == {}
     assert all(0.0 <= a <= 1.0 for a in checked["accuracy"].values())
     store = ResultsStore(home.results_db)
-    rows = store.query("SELECT metric, n_models FROM correlations WHERE job_id = ?", [checked["job_id"]])
+    rows = store.query("SELECT metric, protocol, n_models FROM correlations WHERE job_id = ?", [checked["job_id"]])
     assert set(rows.metric) <= set(METRICS) and (rows.n_models == 3).all() and len(rows) >= 4
-    assert len(store.query("SELECT * FROM finetune")) == 3
-    again = validate(zoo, "digits-s300", home=str(home.root))
+    assert set(rows.protocol) == {"full"}
+    stored = store.query("SELECT protocol, budget FROM finetune")
+    assert len(stored) == 3 and set(stored.protocol) == {"full"}
+    assert all(json.loads(b)["steps"] == 4 and "grid" in json.loads(b)["selected"] for b in stored.budget)
+    again = validate(zoo, "digits-s300", budget=BUDGET, home=str(home.root))
     assert again["accuracy"] == checked["accuracy"]  # the cached ground truth
     assert len(store.query("SELECT * FROM finetune")) == 3
+    head = validate(zoo, "digits-s300", protocol="frozen_head", home=str(home.root))
+    assert set(head["protocols"].values()) == {"frozen_head"}
+    assert set(store.query("SELECT protocol FROM correlations WHERE job_id = ?", [head["job_id"]]).protocol) == {
+        "frozen_head"}
+    assert len(store.query("SELECT * FROM finetune")) == 6  # one row per (model, protocol, budget)
+
+
+def test_mixed_protocols_are_never_correlated_silently():
+    import pandas as pd
+
+    from flows.validate import protocol_correlations
+
+    models = ["a", "b", "c", "d", "e"]
+    scores = pd.DataFrame({"metric": "face", "model": models, "score": [5.0, 4.0, 3.0, 2.0, 1.0]})
+    accuracy = dict(zip(models, [0.9, 0.8, 0.7, 0.6, 0.5]))
+    tables = protocol_correlations(scores, accuracy, {"a": "full", "b": "full", "c": "full", "d": "frozen_head",
+                                                      "e": "frozen_head"})
+    assert set(tables) == {"full", "frozen_head", "mixed:frozen_head+full"}
+    assert tables["full"]["n_models"].tolist() == [3] and tables["frozen_head"].empty  # 2 models: no correlation
+    assert tables["mixed:frozen_head+full"]["n_models"].tolist() == [5]
+    assert set(protocol_correlations(scores, accuracy, dict.fromkeys(models, "full"))) == {"full"}
 
 
 def test_cli_report_query_and_user_errors(first_run, home):
