@@ -206,52 +206,90 @@ def frozen_head(
 
 # ----------------------------------------------------------------------------------------------------------- full
 
-class _Inputs:
-    """A split's samples as model inputs: images preprocessed once (at the budget's resolution, float16 to halve the
-    memory), texts kept as strings and tokenised per batch."""
+_IGNORE = -100  # cross_entropy's ignore_index: the mask pixels a segmentation set marks as "ignore"
 
-    def __init__(self, model: ModelAdapter, data: Dataset, budget: Budget):
-        self.model, self.modality, self.budget = model, model.modality, budget
+
+class _Inputs:
+    """A split's samples as model inputs and targets.
+
+    Images are preprocessed once (at the budget's resolution, float16 to halve the memory); segmentation images
+    with ``preprocess_dense`` (the whole image, no crop) and their masks resized by nearest neighbour to the same
+    side, ignored pixels set to ``-100``. Texts stay strings, tokenised per batch.
+    """
+
+    def __init__(self, model: ModelAdapter, data: Dataset, budget: Budget, dense: bool = False):
+        self.model, self.modality, self.budget, self.dense = model, model.modality, budget, dense
         if self.modality == "image":
-            first = model.preprocess(data.load(0))
-            side = min(budget.resolution or first.shape[-1], first.shape[-1])
+            prepare = model.preprocess_dense if dense else model.preprocess
+            first = data.load(0)
+            x0 = prepare(first[0] if dense else first)
+            side = min(budget.resolution or x0.shape[-1], x0.shape[-1])
             self.resolution = side
-            self.samples = torch.empty((len(data), *first.shape[:-2], side, side), dtype=torch.float16)
+            self.samples = torch.empty((len(data), *x0.shape[:-2], side, side), dtype=torch.float16)
+            masks = torch.empty((len(data), side, side), dtype=torch.long) if dense else None
             for i in range(len(data)):
-                x = first if i == 0 else model.preprocess(data.load(i))
-                if x.shape[-1] != side:
+                sample = first if i == 0 else data.load(i)
+                x = x0 if i == 0 else prepare(sample[0] if dense else sample)
+                if x.shape[-1] != side or x.shape[-2] != side:
                     x = F.interpolate(x[None], size=(side, side), mode="bilinear", antialias=True)[0]
                 self.samples[i] = x
+                if dense:
+                    masks[i] = _resize_mask(np.asarray(sample[1]), side, data.ignore_index)
+            self.targets = masks if dense else torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
         else:
             self.samples = [data.load(i) for i in range(len(data))]
+            self.targets = torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
             self.tokeniser, limit = model, getattr(model, "max_length", None)
             if limit and budget.max_length and budget.max_length < limit:
                 # the adapter tokenises in collate; a shallow copy of it carries the budget's token limit
                 self.tokeniser = copy.copy(model)
                 self.tokeniser.max_length = budget.max_length
 
-    def batch(self, index: np.ndarray, device: torch.device, generator: torch.Generator | None = None) -> Any:
-        """The inputs at ``index`` on ``device``; augmented when a ``generator`` is given (training)."""
+    def batch(self, index: np.ndarray, device: torch.device,
+              generator: torch.Generator | None = None) -> tuple[Any, torch.Tensor]:
+        """``(inputs, targets)`` at ``index`` on ``device``; augmented when a ``generator`` is given (training)."""
+        y = self.targets[torch.as_tensor(index)]
         if self.modality == "image":
             x = self.samples[torch.as_tensor(index)].float()
             if generator is not None and self.budget.augment != "none":
-                x = _translate(x, generator, self.budget.augment == "crop+flip")
-            return x.to(device)
+                x, masks = _translate(x, generator, self.budget.augment == "crop+flip", y if self.dense else None)
+                y = masks if self.dense else y
+            return x.to(device), y.to(device)
         batch = self.tokeniser.collate([self.samples[i] for i in index])
-        return {k: v.to(device) for k, v in batch.items()} if hasattr(batch, "items") else batch
+        return ({k: v.to(device) for k, v in batch.items()} if hasattr(batch, "items") else batch), y.to(device)
 
 
-def _translate(x: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random translation by up to 1/8 of the side (reflection-padded crop), and random horizontal flips."""
+def _resize_mask(mask: np.ndarray, side: int, ignore_index: int | None) -> torch.Tensor:
+    """``(H, W)`` class indices → ``(side, side)`` by nearest neighbour, the ignore value as ``-100``."""
+    m = torch.as_tensor(mask.astype(np.int64))
+    if ignore_index is not None:
+        m = torch.where(m == ignore_index, torch.full_like(m, _IGNORE), m)
+    return F.interpolate(m[None, None].float(), size=(side, side), mode="nearest")[0, 0].long()
+
+
+def _translate(x: torch.Tensor, generator: torch.Generator, flip: bool,
+               masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random translation by up to 1/8 of the side (reflection-padded crop; masks padded with "ignore"), and random
+    horizontal flips; masks move with their images."""
     n, _, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     dy, dx = (torch.randint(0, 2 * pad + 1, (2, n), generator=generator)).tolist()
     out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if masks is not None:
+        padded_masks = F.pad(masks, (pad, pad, pad, pad), value=_IGNORE)
+        masks = torch.stack([padded_masks[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
     if flip:
         mirror = torch.rand(n, generator=generator) < 0.5
         out[mirror] = out[mirror].flip(-1)
-    return out
+        if masks is not None:
+            masks[mirror] = masks[mirror].flip(-1)
+    return out, masks
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    """bf16 mixed precision on CUDA (the field's default for fine-tuning on a GPU); exact float32 on a CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 class _Classifier(nn.Module):
@@ -263,7 +301,21 @@ class _Classifier(nn.Module):
         return self.head(self.backbone(batch))
 
 
-def _optimiser(net: _Classifier, modality: str, lr: float, weight_decay: float, steps: int):
+class _Segmenter(nn.Module):
+    """Backbone feature maps → an FCN head (3×3 conv to C/4 channels, BN, ReLU, dropout, 1×1 conv to K classes;
+    torchvision's ``FCNHead``) → bilinear upsampling to the input's size (FCN-32s, Long et al. 2015)."""
+
+    def __init__(self, backbone: nn.Module, channels: int, classes: int):
+        from torchvision.models.segmentation.fcn import FCNHead
+
+        super().__init__()
+        self.backbone, self.head = backbone, FCNHead(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.head(self.backbone(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _optimiser(net: nn.Module, modality: str, lr: float, weight_decay: float, steps: int):
     """SGD + Nesterov + cosine for images; AdamW + linear warm-up and decay (no decay on biases, norms) for text."""
     if modality == "image":
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
@@ -278,29 +330,30 @@ def _optimiser(net: _Classifier, modality: str, lr: float, weight_decay: float, 
 
 
 def _train(
-    model: ModelAdapter, inputs: _Inputs, labels: np.ndarray, index: np.ndarray, classes: int, lr: float,
+    build: Callable[[], nn.Module], modality: str, inputs: _Inputs, index: np.ndarray, lr: float,
     weight_decay: float, budget: Budget, device: torch.device, seed: int,
-) -> tuple[_Classifier | None, list[dict[str, float]]]:
+) -> tuple[nn.Module | None, list[dict[str, float]]]:
     """One fine-tuning run on the samples at ``index``; ``(network, curve)``, network ``None`` when it diverged."""
     torch.manual_seed(seed)
-    net = _Classifier(model.trainable(), model.dim, classes).to(device).train()
-    opt, schedule = _optimiser(net, model.modality, lr, weight_decay, budget.steps)
+    net = build().to(device).train()
+    opt, schedule = _optimiser(net, modality, lr, weight_decay, budget.steps)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    targets = torch.as_tensor(labels, dtype=torch.long)
     order, position, curve, window = rng.permutation(index), 0, [], []
     every = max(1, budget.steps // 25)
     for step in range(budget.steps):
         if position + budget.batch_size > len(order):  # a new epoch: reshuffle, drop the ragged rest
             order, position = rng.permutation(index), 0
-        batch_index = order[position:position + budget.batch_size]
+        x, y = inputs.batch(order[position:position + budget.batch_size], device, generator)
         position += budget.batch_size
-        loss = F.cross_entropy(net(inputs.batch(batch_index, device, generator)), targets[batch_index].to(device))
+        with _autocast(device):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=_IGNORE)
         if not torch.isfinite(loss):
             return None, curve
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if model.modality == "text":
+        if modality == "text":
             nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         schedule.step()
@@ -313,7 +366,7 @@ def _train(
 
 
 @torch.no_grad()
-def _recalibrate_batch_norm(net: _Classifier, inputs: _Inputs, index: np.ndarray, batch_size: int,
+def _recalibrate_batch_norm(net: nn.Module, inputs: _Inputs, index: np.ndarray, batch_size: int,
                             device: torch.device, max_samples: int = 2048) -> None:
     """Re-estimate BatchNorm's running statistics on the training samples ("precise BN", Wu & Johnson 2021).
 
@@ -331,17 +384,43 @@ def _recalibrate_batch_norm(net: _Classifier, inputs: _Inputs, index: np.ndarray
     net.train()
     chosen = np.random.default_rng(0).permutation(index)[:max_samples]
     for i in range(0, len(chosen), batch_size):
-        net(inputs.batch(chosen[i:i + batch_size], device))
+        net(inputs.batch(chosen[i:i + batch_size], device)[0])
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
 
 
 @torch.inference_mode()
-def _predict(net: _Classifier, inputs: _Inputs, index: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+def _predict(net: nn.Module, inputs: _Inputs, index: np.ndarray, batch_size: int,
+             device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted, target)`` class indices (per sample, or per pixel for segmentation)."""
     net.eval()
-    out = [net(inputs.batch(index[i:i + batch_size], device)).argmax(1).cpu()
-           for i in range(0, len(index), batch_size)]
-    return torch.cat(out).numpy() if out else np.empty(0, dtype=np.int64)
+    predicted, targets = [], []
+    with _autocast(device):
+        for i in range(0, len(index), batch_size):
+            x, y = inputs.batch(index[i:i + batch_size], device)
+            predicted.append(net(x).argmax(1).cpu())
+            targets.append(y.cpu())
+    if not predicted:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return torch.cat(predicted).numpy(), torch.cat(targets).numpy()
+
+
+def _scores(predicted: np.ndarray, target: np.ndarray, classes: int, dense: bool) -> dict[str, float]:
+    """Classification: accuracy and mean per-class accuracy. Segmentation (pixels, ignored ones left out): mIoU
+    (IoU = TP / (TP + FP + FN) averaged over the classes present in the target or the prediction), pixel accuracy
+    and mean per-class pixel accuracy (over the classes present in the target)."""
+    if not dense:
+        return {"accuracy": float(np.mean(predicted == target)),
+                "mean_class_accuracy": float(balanced_accuracy_score(target, predicted))}
+    keep = target.reshape(-1) != _IGNORE
+    p, t = predicted.reshape(-1)[keep], target.reshape(-1)[keep]
+    confusion = np.bincount(t * classes + p, minlength=classes * classes).reshape(classes, classes)
+    tp = np.diag(confusion).astype(float)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = confusion.sum(1) > 0
+    return {"miou": float(np.mean(tp[union > 0] / union[union > 0])),
+            "pixel_accuracy": float(tp.sum() / max(1, confusion.sum())),
+            "mean_class_accuracy": float(np.mean(tp[present] / confusion.sum(1)[present]))}
 
 
 def _stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -368,51 +447,71 @@ def full(
 ) -> FineTuneResult:
     """The ``full`` protocol (see the module docstring): grid search on a validation split of ``train``, retraining on
     all of ``train`` with the best point, accuracy on ``test``. Raises :class:`NotTrainable` for models without a
-    differentiable form."""
+    differentiable form.
+
+    For a segmentation dataset (``train.task == "segmentation"``) the network is the backbone's feature maps and an
+    FCN head, trained per pixel; the grid is chosen by validation mIoU, and ``accuracy`` is the test **mIoU**
+    (``selected`` also holds the pixel accuracy), ``mean_class_accuracy`` the mean per-class pixel accuracy.
+    """
     from facezoo.extract import pick_device
 
     budget = budget or Budget()
     device = pick_device(device) if isinstance(device, str) else device
     say = log or (lambda _message: None)
-    model.trainable()  # fail fast (NotTrainable) before preprocessing anything
-    train_labels, test_labels = np.asarray(train.labels), np.asarray(test.labels)
-    _check_splits(train_labels, test_labels, "full")
-    keep = (_stratified_subset(train_labels, budget.train_subset, budget.seed) if budget.train_subset
-            else np.arange(len(train_labels)))
-    train = train.take(keep)
-    train_labels = train_labels[keep]
-    started = time.perf_counter()
-    inputs, test_inputs = _Inputs(model, train, budget), _Inputs(model, test, budget)
-    val = _validation_split(train_labels, budget.validation_fraction, budget.seed)
-    fit_index, val_index = np.flatnonzero(~val), np.flatnonzero(val)
+    dense = train.task == "segmentation"
+    model.trainable(dense=dense)  # fail fast (NotTrainable) before preprocessing anything
     classes = len(train.class_names)
+    if dense:
+        if len(train) < 2 or len(test) == 0:
+            raise FaceZooError(f"full fine-tuning for segmentation needs 2+ training images and a test split, got "
+                               f"{len(train)} and {len(test)}")
+        keep = np.arange(min(len(train), budget.train_subset or len(train)))
+        strata = np.zeros(len(keep), dtype=np.int64)  # images have no single class: a plain random split
+    else:
+        train_labels = np.asarray(train.labels)
+        _check_splits(train_labels, np.asarray(test.labels), "full")
+        keep = (_stratified_subset(train_labels, budget.train_subset, budget.seed) if budget.train_subset
+                else np.arange(len(train_labels)))
+        strata = train_labels[keep]
+    train = train.take(keep)
+    started = time.perf_counter()
+    inputs, test_inputs = _Inputs(model, train, budget, dense), _Inputs(model, test, budget, dense)
+    if dense:
+        with torch.no_grad():
+            channels = model.trainable(dense=True).eval()(inputs.batch(np.arange(1), torch.device("cpu"))[0]).shape[1]
+        build = lambda: _Segmenter(model.trainable(dense=True), channels, classes)  # noqa: E731
+    else:
+        build = lambda: _Classifier(model.trainable(), model.dim, classes)  # noqa: E731
+    figure = "miou" if dense else "accuracy"
+    val = _validation_split(strata, budget.validation_fraction, budget.seed)
+    fit_index, val_index = np.flatnonzero(~val), np.flatnonzero(val)
     grid, points = [], budget.grid(model.modality)
     if len(points) == 1:  # nothing to choose: no search runs, the budget goes to the one that counts
-        grid.append({"lr": points[0][0], "weight_decay": points[0][1], "validation_accuracy": float("nan"),
+        grid.append({"lr": points[0][0], "weight_decay": points[0][1], f"validation_{figure}": float("nan"),
                      "diverged": False})
         points = []
     for point, (lr, wd) in enumerate(points):
-        net, _ = _train(model, inputs, train_labels, fit_index, classes, lr, wd, budget, device, budget.seed + point)
-        score = (float(np.mean(_predict(net, inputs, val_index, 2 * budget.batch_size, device)
-                               == train_labels[val_index])) if net is not None else float("nan"))
-        grid.append({"lr": lr, "weight_decay": wd, "validation_accuracy": score, "diverged": net is None})
-        say(f"{model.name}: lr={lr:g} wd={wd:g} validation accuracy {score:.4f}")
+        net, _ = _train(build, model.modality, inputs, fit_index, lr, wd, budget, device, budget.seed + point)
+        score = (_scores(*_predict(net, inputs, val_index, 2 * budget.batch_size, device), classes, dense)[figure]
+                 if net is not None else float("nan"))
+        grid.append({"lr": lr, "weight_decay": wd, f"validation_{figure}": score, "diverged": net is None})
+        say(f"{model.name}: lr={lr:g} wd={wd:g} validation {figure} {score:.4f}")
     usable = [g for g in grid if not g["diverged"]]
     if not usable:
         raise FaceZooError(f"{model.name}: fine-tuning diverged at every grid point {budget.grid(model.modality)}")
-    best = max(usable, key=lambda g: (g["validation_accuracy"], -g["lr"]))  # ties: the gentler rate
-    net, curve = _train(model, inputs, train_labels, np.arange(len(train_labels)), classes, best["lr"],
-                        best["weight_decay"], budget, device, budget.seed)
+    best = max(usable, key=lambda g: (g[f"validation_{figure}"], -g["lr"]))  # ties: the gentler rate
+    net, curve = _train(build, model.modality, inputs, np.arange(len(train)), best["lr"], best["weight_decay"],
+                        budget, device, budget.seed)
     if net is None:
         raise FaceZooError(f"{model.name}: the final fine-tuning run (lr={best['lr']:g}) diverged")
-    predicted = _predict(net, test_inputs, np.arange(len(test_labels)), 2 * budget.batch_size, device)
-    resolution = getattr(inputs, "resolution", None)
+    scores = _scores(*_predict(net, test_inputs, np.arange(len(test)), 2 * budget.batch_size, device), classes, dense)
     return FineTuneResult(
-        accuracy=float(np.mean(predicted == test_labels)),
-        mean_class_accuracy=float(balanced_accuracy_score(test_labels, predicted)),
+        accuracy=scores[figure],
+        mean_class_accuracy=scores["mean_class_accuracy"],
         protocol="full",
-        budget={**budget.to_dict(), "effective_resolution": resolution, "n_train": int(len(train_labels))},
-        selected={"lr": best["lr"], "weight_decay": best["weight_decay"], "grid": grid,
+        budget={**budget.to_dict(), "effective_resolution": getattr(inputs, "resolution", None),
+                "n_train": int(len(train)), "task": train.task},
+        selected={"lr": best["lr"], "weight_decay": best["weight_decay"], "grid": grid, **scores,
                   "seconds": time.perf_counter() - started},
         curve=curve,
     )

@@ -65,7 +65,7 @@ def test_fine_tuning_learns_and_reports_mean_class_accuracy_exactly(monkeypatch,
 
     def spy(net, inputs, index, batch_size, device):
         out = original(net, inputs, index, batch_size, device)
-        predictions["last"] = out
+        predictions["last"] = out[0]
         return out
 
     monkeypatch.setattr(finetune, "_predict", spy)
@@ -249,7 +249,7 @@ def test_batch_norm_statistics_are_re_estimated_on_the_training_samples():
         samples = torch.randn(64, 3, 8, 8) * 3 + 5
 
         def batch(self, index, device, generator=None):
-            return self.samples[torch.as_tensor(index)]
+            return self.samples[torch.as_tensor(index)], None
 
     finetune._recalibrate_batch_norm(net, Inputs(), np.arange(64), 16, torch.device("cpu"))
     with torch.no_grad():
@@ -261,3 +261,65 @@ def test_batch_norm_statistics_are_re_estimated_on_the_training_samples():
     per_batch_var = torch.stack([activations[order[i:i + 16]].var(dim=(0, 2, 3)) for i in range(0, 64, 16)]).mean(0)
     assert torch.allclose(norm.running_var, per_batch_var, rtol=1e-4)
     assert norm.momentum == 0.01  # restored
+
+
+# --- segmentation ----------------------------------------------------------------------------------------------
+
+
+def test_segmentation_scores_match_a_per_class_loop():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 4, (3, 6, 6))
+    target[0, 0, :3] = finetune._IGNORE
+    predicted = np.where(rng.random((3, 6, 6)) < 0.6, target, rng.integers(0, 4, (3, 6, 6)))
+    predicted[target == finetune._IGNORE] = 3  # ignored pixels never count, whatever is predicted there
+    scores = finetune._scores(predicted, target, 5, dense=True)  # class 4 is absent from both: left out of mIoU
+    keep = target != finetune._IGNORE
+    ious, accs = [], []
+    for k in range(5):
+        inter = np.sum((predicted == k) & (target == k) & keep)
+        union = np.sum(((predicted == k) | (target == k)) & keep)
+        if union:
+            ious.append(inter / union)
+        if np.sum((target == k) & keep):
+            accs.append(inter / np.sum((target == k) & keep))
+    assert scores["miou"] == pytest.approx(np.mean(ious), rel=1e-12)
+    assert scores["mean_class_accuracy"] == pytest.approx(np.mean(accs), rel=1e-12)
+    assert scores["pixel_accuracy"] == pytest.approx(np.mean(predicted[keep] == target[keep]), rel=1e-12)
+
+
+def test_masks_resize_by_nearest_neighbour_and_move_with_their_images():
+    mask = np.array([[0, 1], [2, 255]])
+    resized = finetune._resize_mask(mask, 4, ignore_index=255)
+    assert resized.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, -100, -100], [2, 2, -100, -100]]
+    masks = torch.randint(0, 5, (6, 16, 16))
+    images = masks[:, None].float().repeat(1, 3, 1, 1)  # every channel carries the mask's value
+    moved, moved_masks = finetune._translate(images, torch.Generator().manual_seed(0), True, masks)
+    inside = moved_masks != finetune._IGNORE
+    assert (moved[:, 0][inside] == moved_masks[inside].float()).all()
+    assert (~inside).any() and not torch.equal(moved_masks, masks)  # it did move, padding is ignored
+
+
+def test_dense_trainable_copies_give_the_adapters_feature_maps(tmp_path):
+    import torchvision
+
+    timm_model = create_model("timm:test_resnet", pretrained=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(timm_model.trainable(dense=True).eval()(x), timm_model.feature_maps(x), atol=1e-5)
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=5).state_dict(), tmp_path / "w.pth")
+    hooked = create_model(f"checkpoint:torchvision/mobilenet_v3_small@{tmp_path / 'w.pth'}")
+    with torch.inference_mode():
+        maps = hooked.trainable(dense=True).eval()(x)
+        assert maps.ndim == 4 and torch.allclose(maps, hooked.feature_maps(x), atol=1e-5)
+
+
+def test_segmentation_fine_tuning_reports_miou():
+    data = load_dataset("builtin:mnist-canvas").sample(40)
+    train, test = data.subset("train"), data.subset("test")
+    model = create_model("timm:test_resnet", pretrained=False)
+    budget = finetune.Budget(steps=6, batch_size=8, resolution=32, lr_grid=(0.05, 0.01), weight_decay_grid=(0.0,))
+    result = finetune.full(model, train, test, budget, device="cpu")
+    assert result.protocol == "full" and result.budget["task"] == "segmentation"
+    assert 0.0 <= result.accuracy <= 1.0 and result.accuracy == result.selected["miou"]
+    assert 0.0 <= result.selected["pixel_accuracy"] <= 1.0
+    assert [set(g) for g in result.selected["grid"]] == [{"lr", "weight_decay", "validation_miou", "diverged"}] * 2

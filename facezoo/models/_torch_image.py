@@ -87,39 +87,51 @@ class TwoStageAdapter(TorchImageAdapter):
             out["logits"] = model.forward_head(maps).float()
         return out
 
-    def trainable(self) -> nn.Module:
-        return _TwoStageBackbone(copy.deepcopy(self._require("model"))).train().requires_grad_(True)
+    def trainable(self, dense: bool = False) -> nn.Module:
+        wrapper = _TwoStageMaps if dense else _TwoStageBackbone
+        return wrapper(copy.deepcopy(self._require("model")), self.name).train().requires_grad_(True)
 
     def feature_maps(self, batch: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)``: the output of ``forward_features``; ViT tokens are laid back on their patch grid."""
         model = self._require("model")
-        maps = model.forward_features(self._input(batch))
-        if maps.ndim == 4:
-            return (maps.permute(0, 3, 1, 2) if getattr(model, "output_fmt", "NCHW") == "NHWC" else maps).float()
-        if maps.ndim != 3:
-            raise FaceZooError(f"model {self.name!r} gives features of shape {tuple(maps.shape)}, not a feature map")
-        tokens = maps[:, getattr(model, "num_prefix_tokens", 0):]
-        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-        if grid is None or grid[0] * grid[1] != tokens.shape[1]:
-            side = math.isqrt(tokens.shape[1])
-            if side * side != tokens.shape[1]:
-                raise FaceZooError(
-                    f"model {self.name!r} gives {tokens.shape[1]} tokens, which do not form a known patch grid: "
-                    f"it has no dense feature map"
-                )
-            grid = (side, side)
-        return tokens.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[2]).permute(0, 3, 1, 2).float()
+        return _as_map(model, model.forward_features(self._input(batch)), self.name).float()
+
+
+def _as_map(model: nn.Module, maps: torch.Tensor, name: str) -> torch.Tensor:
+    """``forward_features`` output as ``(B, C, h, w)``: NHWC transposed, ViT tokens laid back on their patch grid."""
+    if maps.ndim == 4:
+        return maps.permute(0, 3, 1, 2) if getattr(model, "output_fmt", "NCHW") == "NHWC" else maps
+    if maps.ndim != 3:
+        raise FaceZooError(f"model {name!r} gives features of shape {tuple(maps.shape)}, not a feature map")
+    tokens = maps[:, getattr(model, "num_prefix_tokens", 0):]
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is None or grid[0] * grid[1] != tokens.shape[1]:
+        side = math.isqrt(tokens.shape[1])
+        if side * side != tokens.shape[1]:
+            raise FaceZooError(
+                f"model {name!r} gives {tokens.shape[1]} tokens, which do not form a known patch grid: "
+                f"it has no dense feature map"
+            )
+        grid = (side, side)
+    return tokens.reshape(tokens.shape[0], grid[0], grid[1], tokens.shape[2]).permute(0, 3, 1, 2)
 
 
 class _TwoStageBackbone(nn.Module):
     """Pooled penultimate features of a module with timm's two-stage interface, differentiable."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, name: str):
         super().__init__()
-        self.model = model
+        self.model, self.name = model, name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True).flatten(1)
+
+
+class _TwoStageMaps(_TwoStageBackbone):
+    """The last feature map ``(B, C, h, w)`` of a module with timm's two-stage interface, differentiable."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _as_map(self.model, self.model.forward_features(x), self.name)
 
 
 class _Headless(nn.Module):
@@ -131,6 +143,20 @@ class _Headless(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).flatten(1)
+
+
+class _Truncated(nn.Module):
+    """A network whose output is one of its modules' outputs (read by a hook; the classifier tail it also runs is a
+    pooling and a linear layer, negligible)."""
+
+    def __init__(self, model: nn.Module, output: nn.Module):
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _capture(self.output, inputs=False) as box:
+            self.model(x)
+        return box[-1]
 
 
 @contextmanager
@@ -159,12 +185,18 @@ class HookedAdapter(TorchImageAdapter):
         super().__init__(dim=classifier.in_features, num_logits=classifier.out_features, **kwargs)
         self.classifier, self.map_module = classifier, map_module
 
-    def trainable(self) -> nn.Module:
+    def trainable(self, dense: bool = False) -> nn.Module:
         model, classifier = self._require("model"), self._require("classifier")
-        path = next((n for n, m in model.named_modules() if m is classifier), None)
+        target = self.map_module if dense else classifier
+        if dense and target is None:
+            raise NotTrainable(f"model {self.name!r} ({self.source}) gives no dense feature maps")
+        path = next((n for n, m in model.named_modules() if m is target), None)
         if not path:
-            raise NotTrainable(f"model {self.name!r}: its classifier is not a named submodule, so it cannot be removed")
+            raise NotTrainable(f"model {self.name!r}: its {'feature map' if dense else 'classifier'} is not a named "
+                               f"submodule of the network")
         clone = copy.deepcopy(model)
+        if dense:
+            return _Truncated(clone, clone.get_submodule(path)).train().requires_grad_(True)
         parent, _, attr = path.rpartition(".")
         setattr(clone.get_submodule(parent), attr, nn.Identity())
         return _Headless(clone).train().requires_grad_(True)

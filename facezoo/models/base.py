@@ -92,9 +92,11 @@ class ModelAdapter(ABC):
         x = tf.to_tensor(image.convert("RGB").resize((w, h), resample=3))  # 3 = bicubic
         return tf.normalize(x, self.preprocessing["mean"], self.preprocessing["std"])
 
-    def trainable(self) -> torch.nn.Module:
+    def trainable(self, dense: bool = False) -> torch.nn.Module:
         """A fresh copy of the network for fine-tuning: an ``nn.Module`` in train mode with gradients on, whose
-        ``forward(batch)`` takes a batch from ``collate`` (on its device) and returns ``(B, dim)`` penultimate features.
+        ``forward(batch)`` takes a batch from ``collate`` (on its device) and returns ``(B, dim)`` penultimate features,
+        or with ``dense`` takes a ``(B, 3, H, W)`` batch of ``preprocess_dense`` images and returns the ``(B, C, h, w)``
+        maps of ``feature_maps`` (for segmentation).
 
         The adapter's own model is untouched. Models that cannot be trained end to end (ONNX Runtime graphs without a
         converter, static or quantised embeddings) raise :class:`NotTrainable`; the fine-tuning engine then falls back

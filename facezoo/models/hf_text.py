@@ -21,7 +21,7 @@ from facezoo.errors import FaceZooError
 from facezoo.models._common import TextAdapter
 from facezoo.models._hub import hub_errors, hub_offline
 from facezoo.models._registry import register_source
-from facezoo.models.base import state_dict_digest
+from facezoo.models.base import NotTrainable, state_dict_digest
 
 __all__ = ["HfTextAdapter", "hf_adapter", "hf_model", "pool"]
 
@@ -62,7 +62,9 @@ class HfTextAdapter(TextAdapter):
         self.model = self._require("model").to(device)
         return self
 
-    def trainable(self) -> torch.nn.Module:
+    def trainable(self, dense: bool = False) -> torch.nn.Module:
+        if dense:
+            raise NotTrainable(f"text model {self.name!r} has no dense feature maps")
         encoder = copy.deepcopy(self._require("model").base_model)  # base_model: the encoder without any head
         return _PooledEncoder(encoder, self.pooling).train().requires_grad_(True)
 

@@ -91,9 +91,12 @@ class OnnxAdapter(DetachableAdapter):
     def preprocess_dense(self, image: Any) -> torch.Tensor:
         return self.transform.dense(image)
 
-    def trainable(self) -> torch.nn.Module:
+    def trainable(self, dense: bool = False) -> torch.nn.Module:
         """The graph converted to PyTorch by ``onnx2torch`` (the field's converter), returning the features output."""
         import onnx
+
+        if dense:
+            raise NotTrainable(f"ONNX model {self.name!r} gives no dense feature maps")
 
         try:
             from onnx2torch import convert

@@ -25,7 +25,7 @@ class WordLlamaAdapter(TextAdapter):
         self.wordllama, self.dim = wordllama, dim
         self.preprocessing = {"kind": "text", "model": f"wordllama-{config}-{dim}", "norm": False}
 
-    def trainable(self) -> torch.nn.Module:
+    def trainable(self, dense: bool = False) -> torch.nn.Module:
         raise NotTrainable(f"model {self.name!r} is a WordLlama static embedding table (NumPy inference, truncated "
                            f"Matryoshka vectors): there is no network to fine-tune")
 
@@ -53,7 +53,7 @@ class FastTextAdapter(TextAdapter):
         self.num_logits = len(self.labels) or None
         self.preprocessing = {"kind": "text", "model": path.name, "newlines": "space"}
 
-    def trainable(self) -> torch.nn.Module:
+    def trainable(self, dense: bool = False) -> torch.nn.Module:
         raise NotTrainable(f"model {self.name!r} is a fastText model (quantised n-gram embeddings in a C++ library): "
                            f"it cannot be fine-tuned from PyTorch")
 
