@@ -130,17 +130,20 @@ def budget_key(protocol: str, budget: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps({"protocol": protocol, **budget}, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resolve_protocol(model: ModelAdapter, protocol: str) -> tuple[str, str | None]:
+def resolve_protocol(model: ModelAdapter, protocol: str, dense: bool = False) -> tuple[str, str | None]:
     """``(protocol to run, why it differs from the request or None)``; ``auto`` falls back to ``frozen_head`` for
-    models that are not trainable, an explicit ``full`` on such a model is an error."""
+    models that are not trainable, an explicit ``full`` on such a model is an error. Segmentation (``dense``) has
+    no fallback: mIoU needs a network that predicts every pixel."""
     if protocol not in (*PROTOCOLS, "auto"):
         raise FaceZooError(f"unknown protocol {protocol!r}; known: auto, {', '.join(PROTOCOLS)}")
     if protocol == "frozen_head":
+        if dense:
+            raise FaceZooError("frozen_head is a classification protocol; segmentation is validated with full")
         return protocol, None
     try:
-        model.trainable()
+        model.trainable(dense=dense)
     except NotTrainable as e:
-        if protocol == "full":
+        if protocol == "full" or dense:
             raise
         return "frozen_head", str(e)
     return "full", None

@@ -117,10 +117,12 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 def rank(
     zoo: str = typer.Option(..., "--zoo", help="Zoo YAML file, or the name of one in configs/zoos."),
     dataset: str = typer.Option(..., "--dataset", help="Registered dataset name, or a source (builtin:digits)."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all but nleep)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all but nleep; "
+                                                                  "for segmentation the ones that apply)."),
     split: str = typer.Option("train", "--split"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Rank on a stratified sample."),
+    task: Optional[str] = typer.Option(None, "--task", help="image, text or segmentation: check the dataset is."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Rank every model of a zoo on a dataset: extract (cache hits skipped), score, store, log, print."""
@@ -128,7 +130,7 @@ def rank(
     from flows.rank import rank_zoo
 
     summary = _run(rank_zoo, zoo, dataset, metrics=_split_list(metrics), split=split, device=device,
-                   max_samples=max_samples, home=str(home.root))
+                   max_samples=max_samples, task=task, home=str(home.root))
     _echo_json(summary) if as_json else _print_ranking(summary)
     _exit_for(summary)
 
@@ -207,16 +209,18 @@ def validate_command(
                                                                             "samples (stratified)."),
     device: str = typer.Option("auto", "--device"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples"),
+    task: Optional[str] = typer.Option(None, "--task", help="image, text or segmentation: check the dataset is."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fine-tune the zoo (or its top k) and report how well each metric's ranking predicted the accuracies."""
+    """Fine-tune the zoo (or its top k) and report how well each metric's ranking predicted the accuracies
+    (for segmentation: test mIoU of the backbone with an FCN head)."""
     home = _home()
     from flows.validate import validate
 
     budget = {k: v for k, v in {"steps": steps, "batch_size": batch, "resolution": resolution, "lr_grid": lr,
                                 "weight_decay_grid": weight_decay, "train_subset": train_subset}.items() if v}
     summary = _run(validate, zoo, dataset, top_k=top_k, controls=controls, by=by, protocol=protocol, budget=budget,
-                   device=device, max_samples=max_samples, home=str(home.root))
+                   device=device, max_samples=max_samples, task=task, home=str(home.root))
     if as_json:
         _echo_json(summary)
         return

@@ -24,7 +24,8 @@ __all__ = ["DEMOS", "run_demo"]
 
 DEMOS = {
     False: {"zoo": "demo-image", "dataset": "builtin:animal-mnist", "max_samples": 1000,
-            "budget": {"steps": 60, "batch_size": 32, "resolution": 64, "lr_grid": [0.01], "weight_decay_grid": [1e-4]}},
+            "budget": {"steps": 60, "batch_size": 32, "resolution": 64, "lr_grid": [0.01],
+                       "weight_decay_grid": [1e-4]}},
     True: {"zoo": "demo-text", "dataset": "builtin:rotten-tomatoes", "max_samples": 2000,
            "budget": {"steps": 60, "batch_size": 16, "max_length": 64, "lr_grid": [5e-5]}},
 }

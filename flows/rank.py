@@ -34,12 +34,24 @@ from tasks._prefect import ThreadPoolTaskRunner, flow
 from tasks.extract import FeatureRef, extract_features
 from tasks.score import ModelScores, score_features
 
-__all__ = ["DEFAULT_METRICS", "rank_zoo", "resolve_zoo", "resolve_dataset", "one_line"]
+__all__ = ["DEFAULT_METRICS", "SEGMENTATION_METRICS", "check_task", "rank_zoo",
+           "resolve_zoo", "resolve_dataset", "one_line"]
 
 _log = logging.getLogger("facezoo")
 CONFIG_ZOOS = Path(__file__).resolve().parents[1] / "configs" / "zoos"
 # every metric but N-LEEP, whose Gaussian mixture (5 components per class, full covariances) costs minutes per model
 DEFAULT_METRICS = tuple(m for m in metric_registry.available() if m != "nleep")
+# Segmentation scores class-balanced pixel features: FaCe and the baselines that apply to them (the source-classifier
+# metrics need image-level logits), GBC with diagonal Gaussians as in its paper's segmentation setting.
+SEGMENTATION_METRICS = ("face", "face_variance", "face_fairness", "nc1", "logme", "gbc", "hscore", "transrate",
+                        "ncti", "knn")
+SEGMENTATION_OPTIONS = {"gbc": {"gaussian": "diagonal"}}
+
+
+def check_task(task: str | None, data: Any) -> None:
+    """``--task``: a guard that the dataset is of the task the user means."""
+    if task is not None and task != data.task:
+        raise FaceZooError(f"dataset {data.name!r} is a {data.task} dataset, not {task}")
 
 
 def one_line(error: BaseException) -> str:
@@ -114,9 +126,13 @@ def rank_zoo(
     dataset_options: dict[str, Any] | None = None,
     max_samples: int | None = None,
     dask_gpu: bool = False,
+    task: str | None = None,
     home: str | None = None,
 ) -> dict[str, Any]:
     """Rank the models of ``zoo`` on ``split`` of ``dataset``; see the module docstring.
+
+    ``metrics`` default to :data:`DEFAULT_METRICS`, or :data:`SEGMENTATION_METRICS` (with
+    :data:`SEGMENTATION_OPTIONS`) for a segmentation dataset; ``task`` checks the dataset's task when given.
 
     ``dask_gpu``: with a ``DaskTaskRunner`` whose workers declare ``resources={"GPU": n}``, each extraction asks
     for one GPU, so a worker runs at most n extractions at once.
@@ -127,21 +143,25 @@ def rank_zoo(
     """
     where = Home.resolve(home).ensure()
     results = ResultsStore(where.results_db)
-    names = list(metrics or DEFAULT_METRICS)
-    for name in names:
+    for name in metrics or ():
         metric_registry.info(name)  # unknown names fail before any work
     zoo_config = resolve_zoo(zoo)
     ref = resolve_dataset(dataset, results, dataset_options, max_samples)
-    if split not in datasets.load(ref).split_names:
-        raise FaceZooError(f"dataset {ref.name!r} has no split {split!r}; it has {datasets.load(ref).split_names}")
+    data = datasets.load(ref)
+    check_task(task, data)
+    if split not in data.split_names:
+        raise FaceZooError(f"dataset {ref.name!r} has no split {split!r}; it has {data.split_names}")
+    segmentation = data.task == "segmentation"
+    names = list(metrics or (SEGMENTATION_METRICS if segmentation else DEFAULT_METRICS))
+    metric_options = {**(SEGMENTATION_OPTIONS if segmentation else {}), **(metric_options or {})}
     params = {"zoo": zoo_config.name, "dataset": ref.name, "split": split, "metrics": names, "device": device,
-              "batch_size": batch_size, "metric_options": metric_options or {}}
+              "batch_size": batch_size, "metric_options": metric_options}
     job_id = results.start_job("rank", zoo_config.name, ref.name, params)
     try:
         specs = list(zoo_config.models)
         with _gpu_annotation(dask_gpu):
             refs, scores, failures, skipped = _run_models(
-                specs, ref, split, where, names, metric_options or {}, device, batch_size,
+                specs, ref, split, where, names, metric_options, device, batch_size,
                 concurrency or _default_concurrency(device),
             )
         summary = _record(results, where, job_id, ref, params, specs, refs, scores, failures, names)

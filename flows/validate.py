@@ -25,9 +25,10 @@ from facezoo import metrics as metric_registry
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
 from facezoo.extract import pick_device
-from flows.rank import one_line, rank_zoo, resolve_dataset, resolve_zoo
+from flows.rank import check_task, one_line, rank_zoo, resolve_dataset, resolve_zoo
 from storage.results import ResultsStore
 from storage.tracking import Tracker
+from tasks import datasets
 from tasks._prefect import ThreadPoolTaskRunner, flow
 from tasks.finetune import GroundTruth, ground_truth
 
@@ -91,11 +92,13 @@ def validate(
     device: str = "auto",
     batch_size: int = 64,
     max_samples: int | None = None,
+    task: str | None = None,
     home: str | None = None,
 ) -> dict[str, Any]:
     """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "protocols",
     "correlations", "failures", "rank_job_id", "mlflow_run_id"}``. ``protocol``: ``auto``, ``full`` or
-    ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for ``full``."""
+    ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for ``full``. On a segmentation
+    dataset the ground truth is the test mIoU of ``full`` fine-tuning with an FCN head (stored as ``accuracy``)."""
     if protocol not in ("auto", *finetune.PROTOCOLS):
         raise FaceZooError(f"unknown protocol {protocol!r}; known: auto, {', '.join(finetune.PROTOCOLS)}")
     finetune.Budget(**(budget or {}))  # a bad budget fails here, before any work
@@ -103,6 +106,7 @@ def validate(
     results = ResultsStore(where.results_db)
     zoo_config = resolve_zoo(zoo)
     ref = resolve_dataset(dataset, results, max_samples=max_samples)
+    check_task(task, datasets.load(ref))
     rank_job = results.latest_job("rank", dataset=ref.name, zoo=zoo_config.name)
     if rank_job is None:
         rank_job = rank_zoo(zoo, ref.name, metrics=metrics, split=train_split, device=device, batch_size=batch_size,

@@ -50,7 +50,7 @@ def ground_truth(
     fingerprint, protocol and budget. ``budget``: fields of :class:`facezoo.finetune.Budget` (``full`` only)."""
     data = datasets.load(dataset)
     model = spec.create()
-    used, fallback = finetune.resolve_protocol(model, protocol)
+    used, fallback = finetune.resolve_protocol(model, protocol, dense=data.task == "segmentation")
     if used == "full":
         settings = finetune.Budget(**(budget or {}))
         budget_record = settings.to_dict()

@@ -424,6 +424,25 @@ def test_mnist_canvas_is_deterministic_and_masks_match_pixels():
     assert load_dataset("builtin:mnist-canvas", seed=1, **options).fingerprint != a.fingerprint
 
 
+def test_cifar_canvas_labels_every_pixel_of_each_pasted_object():
+    if get_builtin("shared:cifar10-canvas").unavailable():
+        pytest.skip("../shared/data is absent")
+    a = load_dataset("shared:cifar10-canvas", n_images=8, size=64)
+    assert a.fingerprint == load_dataset("shared:cifar10-canvas", n_images=8, size=64).fingerprint
+    for i in range(len(a)):
+        image, mask = a.load(i)
+        pixels = np.asarray(image)
+        assert image.mode == "RGB" and pixels.shape == (64, 64, 3) and mask.shape == (64, 64)
+        objects = mask != 10
+        assert objects.sum() % (32 * 32) == 0 and objects.any()  # whole 32×32 rectangles
+        assert (pixels[~objects] == 0).all()  # black canvas around them
+    images = np.stack([np.zeros((32, 32, 3), np.uint8) + 7, np.zeros((32, 32, 3), np.uint8) + 9])
+    _, masks, placements = render_canvases(images, np.array([3, 5]), n_images=2, size=40, threshold=None,
+                                           digits_per_image=1, background=10)
+    for mask, ((d, top, left),) in zip(masks, placements, strict=True):
+        assert (mask[top:top + 32, left:left + 32] == [3, 5][d]).all() and (mask == 10).sum() == 40 * 40 - 32 * 32
+
+
 # ---------------------------------------------------------------------------------------------- stratified split
 
 
@@ -453,6 +472,7 @@ BUILTINS = {
     "builtin:reuters-r52": (9100, 52, {"test": 2568, "train": 6532}),
     "builtin:reuters-r8": (7674, 8, {"test": 2189, "train": 5485}),
     "builtin:rotten-tomatoes": (4866, 2, {"test": 973, "train": 3893}),
+    "shared:cifar10-canvas": (500, 11, {"test": 100, "train": 400}),
     "shared:cifar10-test": (10000, 10, {"test": 2000, "train": 8000}),
     "shared:cr": (3771, 2, {"test": 754, "train": 3017}),
     "shared:mnist-test": (10000, 10, {"test": 2000, "train": 8000}),

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from facezoo.config import Home
+from facezoo.errors import FaceZooError
 from storage.results import ResultsStore
 
 METRICS = ["face", "nc1", "logme", "hscore", "knn", "leep"]
@@ -193,3 +194,36 @@ def test_rank_zoo_runs_on_a_dask_local_cluster(first_run, zoo, home):
     out = rank_zoo.with_options(task_runner=runner)(zoo, "digits-s300", metrics=["face", "nc1"], dask_gpu=True,
                                                      home=str(home.root))
     assert out["status"] == "partial" and len({r["model"] for r in out["ranking"]}) == 3
+
+
+SEGMENTATION_ZOO = """
+name: tiny-dense
+models:
+  - {name: test_resnet, source: "timm:test_resnet", options: {pretrained: false}}
+  - {name: test_vit, source: "timm:test_vit", options: {pretrained: false}}
+  - {name: test_efficientnet, source: "timm:test_efficientnet", options: {pretrained: false}}
+"""
+
+
+def test_segmentation_ranks_pixel_features_and_validates_with_miou(prefect_harness, tmp_path):
+    from flows.rank import SEGMENTATION_METRICS, rank_zoo
+    from flows.validate import validate
+
+    zoo = tmp_path / "dense.yaml"
+    zoo.write_text(SEGMENTATION_ZOO)
+    home = str(Home.resolve(tmp_path / "home").ensure().root)
+    with pytest.raises(FaceZooError, match="is a segmentation dataset, not image"):
+        rank_zoo(str(zoo), "builtin:mnist-canvas", max_samples=40, task="image", home=home)
+    ranked = rank_zoo(str(zoo), "builtin:mnist-canvas", max_samples=40, task="segmentation", home=home)
+    assert ranked["status"] == "completed"
+    store = ResultsStore(Home.resolve(home).results_db)
+    scores = store.scores(ranked["job_id"])
+    assert set(scores.metric) == set(SEGMENTATION_METRICS) and set(scores.model) == {
+        "test_resnet", "test_vit", "test_efficientnet"}
+    assert store.job(ranked["job_id"])["params"]["metric_options"] == {"gbc": {"gaussian": "diagonal"}}
+    checked = validate(str(zoo), ranked["dataset"], task="segmentation", budget=BUDGET, home=home)
+    assert checked["status"] == "completed" and set(checked["protocols"].values()) == {"full"}
+    assert all(0.0 <= v <= 1.0 for v in checked["accuracy"].values())  # mIoU
+    stored = store.query("SELECT budget FROM finetune")
+    assert all(json.loads(b)["task"] == "segmentation" and "miou" in json.loads(b)["selected"] for b in stored.budget)
+    assert {r["protocol"] for r in checked["correlations"]} == {"full"}

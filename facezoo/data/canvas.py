@@ -1,4 +1,5 @@
-"""A synthetic, deterministic segmentation set: small digit images pasted without overlap onto blank canvases."""
+"""Synthetic, deterministic segmentation sets: small images (digits, CIFAR-10 objects) pasted without overlap onto
+blank canvases, the mask giving each pasted pixel its image's class."""
 
 from __future__ import annotations
 
@@ -42,30 +43,32 @@ def render_canvases(
     size: int,
     digits_per_image: int | Sequence[int] = (1, 3),
     seed: int = 0,
-    threshold: int = 127,
+    threshold: int | None = 127,
     background: int = 10,
 ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int]]]]:
-    """Paste digits onto ``size × size`` black canvases at random non-overlapping positions.
+    """Paste digits (or any small images) onto ``size × size`` black canvases at random non-overlapping positions.
 
     Args:
-        digits: ``(M, h, w)`` uint8 digit images (bright strokes on black); labels ``(M,)`` their classes.
+        digits: ``(M, h, w)`` uint8 digit images (bright strokes on black), or ``(M, h, w, 3)`` RGB images; labels
+            ``(M,)`` their classes.
         digits_per_image: how many digits per canvas, drawn uniformly from ``(min, max)``; a digit that finds no
             free place in ``_MAX_TRIES`` tries is left out (the first one always fits).
-        threshold: a pixel belongs to its digit's class when its intensity exceeds this.
+        threshold: a pixel belongs to its digit's class when its intensity exceeds this; ``None``: the whole pasted
+            rectangle does (objects without a mask of their own, such as CIFAR-10's).
         background: the mask value everywhere else.
 
     Returns:
-        images ``(n_images, size, size)`` uint8, masks ``(n_images, size, size)`` uint8, and per canvas its
+        images ``(n_images, size, size[, 3])`` uint8, masks ``(n_images, size, size)`` uint8, and per canvas its
         placements ``(digit index, top, left)``. Everything follows from ``seed`` (NumPy's PCG64 stream).
     """
     lo, hi = _digit_range(digits_per_image)
-    m, h, w = digits.shape
+    m, h, w = digits.shape[:3]
     if not (isinstance(n_images, int) and n_images >= 1 and isinstance(size, int) and size >= max(h, w)):
         raise FaceZooError(f"need n_images >= 1 and size >= {max(h, w)}, got n_images={n_images!r}, size={size!r}")
-    if not 0 <= threshold < 255:
-        raise FaceZooError(f"threshold must be in 0..254, got {threshold!r}")
+    if threshold is not None and not 0 <= threshold < 255:
+        raise FaceZooError(f"threshold must be in 0..254 or None, got {threshold!r}")
     rng = np.random.default_rng(seed)
-    images = np.zeros((n_images, size, size), np.uint8)
+    images = np.zeros((n_images, size, size, *digits.shape[3:]), np.uint8)
     masks = np.full((n_images, size, size), background, np.uint8)
     placements: list[list[tuple[int, int, int]]] = []
     for i in range(n_images):
@@ -76,7 +79,8 @@ def render_canvases(
                 top, left = (int(v) for v in rng.integers(0, size - np.array([h, w]) + 1))
                 if all(top + h <= t or t + h <= top or left + w <= x or x + w <= left for _, t, x in placed):
                     images[i, top : top + h, left : left + w] = digits[d]
-                    masks[i, top : top + h, left : left + w][digits[d] > threshold] = labels[d]
+                    region = masks[i, top : top + h, left : left + w]
+                    region[(digits[d] > threshold) if threshold is not None else slice(None)] = labels[d]
                     placed.append((d, top, left))
                     break
         placements.append(placed)
@@ -94,7 +98,7 @@ def canvas_dataset(
     size: int = 64,
     digits_per_image: int | Sequence[int] = (1, 3),
     seed: int = 0,
-    threshold: int = 127,
+    threshold: int | None = 127,
 ) -> Dataset:
     """A segmentation dataset of :func:`render_canvases` canvases: classes ``digit_names + ("background",)``,
     background = ``len(digit_names)``; samples load as (RGB PIL image, int64 mask); stratified split."""

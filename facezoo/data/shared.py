@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import replace
+
+import numpy as np
+from PIL import Image
 
 from facezoo.data._locate import shared_path
 from facezoo.data._registry import register_builtin
 from facezoo.data.base import Dataset
+from facezoo.data.canvas import canvas_dataset
 from facezoo.data.idx import load_idx
 from facezoo.data.images import load_image_folder
 from facezoo.data.text import load_lines
 
-__all__ = ["cifar10_test", "mnist_test", "sst2"]
+__all__ = ["cifar10_canvas", "cifar10_test", "mnist_test", "sst2"]
 
 _TEXT = "text-classification"
 _SST2_FILES = {"train": "stsa.binary.train", "dev": "stsa.binary.dev", "test": "stsa.binary.test"}
@@ -25,6 +30,23 @@ _SST2_FILES = {"train": "stsa.binary.train", "dev": "stsa.binary.dev", "test": "
 )
 def cifar10_test(*, name: str) -> Dataset:
     return replace(load_image_folder(shared_path("cifar10-test"), name=name), source="shared:cifar10-test")
+
+
+@register_builtin(
+    "shared:cifar10-canvas",
+    "segmentation: 1-3 CIFAR-10 objects (32×32) on 96×96 canvases, 11 classes (10 + background), from a seed",
+    locate=functools.partial(shared_path, "cifar10-test"),
+)
+def cifar10_canvas(*, name: str, n_images: int = 500, size: int = 96, objects_per_image: int | Sequence[int] = (1, 3),
+                   per_class: int = 100, seed: int = 0) -> Dataset:
+    """CIFAR-10 test images (the first ``per_class`` of each class, by file name) pasted on black canvases; the mask
+    is the object's class over its whole 32×32 rectangle (CIFAR-10 has no object masks), background elsewhere."""
+    folder = shared_path("cifar10-test")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files = [(k, f) for k, c in enumerate(classes) for f in sorted((folder / c).glob("*.jpg"))[:per_class]]
+    objects = np.stack([np.asarray(Image.open(f).convert("RGB")) for _, f in files])
+    return canvas_dataset(objects, np.array([k for k, _ in files]), classes, name=name, source="shared:cifar10-canvas",
+                          n_images=n_images, size=size, digits_per_image=objects_per_image, seed=seed, threshold=None)
 
 
 @register_builtin(
