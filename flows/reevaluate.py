@@ -21,7 +21,7 @@ from flows.rank import one_line, rank_zoo
 from storage.results import ResultsStore
 from tasks._prefect import flow
 
-__all__ = ["Schedule", "load_schedule", "reevaluate", "serve"]
+__all__ = ["Schedule", "deployment", "load_schedule", "reevaluate", "serve"]
 
 SCHEDULE = Path(__file__).resolve().parents[1] / "configs" / "schedules" / "reevaluate.yaml"
 
@@ -44,7 +44,10 @@ def load_schedule(path: str | Path = SCHEDULE) -> Schedule:
         return Schedule(**raw)
     except (OSError, yaml.YAMLError) as error:
         raise FaceZooError(f"{path}: cannot read the schedule ({error})") from None
-    except (ValidationError, TypeError) as error:
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in error.errors())
+        raise FaceZooError(f"{path}: {problems}") from None
+    except TypeError as error:
         raise FaceZooError(f"{path}: {one_line(error)}") from None
 
 
@@ -62,9 +65,16 @@ def reevaluate(zoo: str = "demo-image", device: str = "auto", home: str | None =
     return done
 
 
-def serve(schedule: Schedule, home: str | None = None) -> None:  # pragma: no cover - runs until interrupted
-    """Serve the cron deployment in this process (Ctrl-C stops it)."""
-    reevaluate.serve(
+def deployment(schedule: Schedule, home: str | None = None) -> Any:
+    """The cron deployment of :func:`reevaluate` that ``serve`` runs (a ``RunnerDeployment``)."""
+    return reevaluate.to_deployment(
         name=schedule.name, schedule=Cron(schedule.cron, timezone=schedule.timezone),
         parameters={"zoo": schedule.zoo, "device": schedule.device, "home": str(Home.resolve(home).root)},
     )
+
+
+def serve(schedule: Schedule, home: str | None = None) -> None:  # pragma: no cover - runs until interrupted
+    """Serve the cron deployment in this process (Ctrl-C stops it)."""
+    from prefect import serve as serve_deployments
+
+    serve_deployments(deployment(schedule, home))

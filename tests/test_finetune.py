@@ -323,3 +323,5 @@ def test_segmentation_fine_tuning_reports_miou():
     assert 0.0 <= result.accuracy <= 1.0 and result.accuracy == result.selected["miou"]
     assert 0.0 <= result.selected["pixel_accuracy"] <= 1.0
     assert [set(g) for g in result.selected["grid"]] == [{"lr", "weight_decay", "validation_miou", "diverged"}] * 2
+    again = finetune.full(model, train, test, budget, device="cpu")
+    assert abs(again.accuracy - result.accuracy) <= 0.005  # seeded: the same configuration, the same mIoU

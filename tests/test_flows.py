@@ -227,3 +227,54 @@ def test_segmentation_ranks_pixel_features_and_validates_with_miou(prefect_harne
     stored = store.query("SELECT budget FROM finetune")
     assert all(json.loads(b)["task"] == "segmentation" and "miou" in json.loads(b)["selected"] for b in stored.budget)
     assert {r["protocol"] for r in checked["correlations"]} == {"full"}
+
+
+def _image_folder(root, classes, per_class, corrupt=False):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (rng.random((16, 16, 3)) * 60 + 60 * k).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    if corrupt:
+        (root / classes[0] / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def test_onboard_checks_registers_and_ranks_then_reevaluate_reranks_everything(prefect_harness, zoo, tmp_path):
+    from flows.onboard import onboard_dataset
+    from flows.reevaluate import reevaluate
+
+    home = str(Home.resolve(tmp_path / "home").ensure().root)
+    bad = _image_folder(tmp_path / "bad", ["a", "b", "c"], 6, corrupt=True)
+    with pytest.raises(FaceZooError, match=r"1 unreadable image\(s\): .*broken.png"):
+        onboard_dataset(f"folder:{bad}", "bad", zoo=zoo, home=home)
+    lonely = _image_folder(tmp_path / "lonely", ["a"], 6)
+    with pytest.raises(FaceZooError, match="class"):
+        onboard_dataset(f"folder:{lonely}", "lonely", zoo=zoo, home=home)
+    good = _image_folder(tmp_path / "good", ["a", "b", "c"], 8)
+    out = onboard_dataset(f"folder:{good}", "shapes", zoo=zoo, home=home)
+    assert out["dataset"]["n_classes"] == 3 and out["rank"]["status"] == "partial"  # the zoo's broken model
+    store = ResultsStore(Home.resolve(home).results_db)
+    assert store.get_dataset("shapes")["n_samples"] == 24 and store.get_dataset("bad") is None
+    assert store.latest_job("onboard", dataset="shapes") is not None
+    again = reevaluate(zoo, home=home)
+    assert again == {"shapes": "partial"}
+    ranks = store.query("SELECT job_id FROM jobs WHERE kind = 'rank' AND dataset = 'shapes'")
+    assert len(ranks) == 2
+
+
+def test_the_nightly_schedule_is_a_cron_deployment(tmp_path):
+    from flows.reevaluate import SCHEDULE, deployment, load_schedule
+
+    settings = load_schedule(SCHEDULE)
+    built = deployment(settings, home=str(tmp_path))
+    assert built.name == settings.name and built.parameters["zoo"] == settings.zoo
+    assert [s.schedule.cron for s in built.schedules] == [settings.cron]
+    broken = tmp_path / "bad.yaml"
+    broken.write_text("cron: '0 2 * * *'\nzooo: demo-image\n")
+    with pytest.raises(FaceZooError, match="zooo: Extra inputs are not permitted"):
+        load_schedule(broken)
