@@ -127,7 +127,9 @@ def test_face_terms_match_naive(options):
     assert metrics.score("face_variance", x, y, **{k: v for k, v in options.items()
                                                   if k in ("weighting", "global_mean", "c_form")}) == pytest.approx(
         want["variance_collapse"], rel=RTOL)
-    assert metrics.score("face", x, y, **options) == pytest.approx(
+    assert metrics.score("face", x, y, **options) == pytest.approx(  # one model: C + fairness_weight · F
+        want["variance_collapse"] + 0.25 * want["class_fairness"], rel=RTOL)
+    assert metrics.score("face", x, y, fairness_weight=1.0, **options) == pytest.approx(
         want["variance_collapse"] + want["class_fairness"], rel=RTOL)
 
 

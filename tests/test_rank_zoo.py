@@ -34,9 +34,9 @@ def test_face_zoo_score_is_minmax_of_both_terms():
     table = metrics.rank_zoo(raw, ["face"]).set_index("model")
     c = np.array([raw[m]["face:variance_collapse"] for m in raw])
     f = np.array([raw[m]["face:class_fairness"] for m in raw])
-    expected = (c - c.min()) / np.ptp(c) + (f - f.min()) / np.ptp(f)
+    expected = (c - c.min()) / np.ptp(c) + 0.25 * (f - f.min()) / np.ptp(f)  # the default fairness weight
     np.testing.assert_allclose(table.loc[list(raw), "score"], expected, rtol=1e-12)
-    np.testing.assert_allclose(table.loc[list(raw), "raw"], c + f, rtol=1e-12)  # the single-model value
+    np.testing.assert_allclose(table.loc[list(raw), "raw"], c + 0.25 * f, rtol=1e-12)  # the single-model value
 
     zs = metrics.rank_zoo(raw, ["face"], options={"face": {"zoo_norm": "zscore", "fairness_weight": 0.5}})
     expected = (c - c.mean()) / c.std() + 0.5 * (f - f.mean()) / f.std()
@@ -57,7 +57,7 @@ def test_a_term_equal_for_every_model_normalises_to_zero():
     raw = {m: {"face": 1.0, "face:variance_collapse": 2.0, "face:class_fairness": float(i)}
            for i, m in enumerate("abc")}
     table = metrics.rank_zoo(raw, ["face"]).set_index("model")
-    np.testing.assert_allclose(table.loc[["a", "b", "c"], "score"], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "score"], [0.0, 0.125, 0.25])  # 0.25 · norm(F)
 
 
 def test_single_model_zoo_and_ties():
