@@ -8,6 +8,7 @@ metrics apply softmax themselves).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +112,8 @@ class OnnxAdapter(DetachableAdapter):
         except Exception as e:  # noqa: BLE001 - any converter failure means: not trainable, with its reason
             raise NotTrainable(f"model {self.name!r}: onnx2torch cannot convert it ({type(e).__name__}: "
                                f"{' '.join(str(e).split())[:200]})") from None
+        # onnx2torch's Slice indexes with a list, which torch deprecates with a warning on every call: noise here
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence", module=r"onnx2torch\.")
         index = [o.name for o in graph.graph.output].index(features)
         return _ConvertedOnnx(module, index, self.layout).train().requires_grad_(True)
 
