@@ -199,7 +199,7 @@ def test_auto_falls_back_to_frozen_head_and_says_why(tmp_path):
     class Static:  # a model without a differentiable form, like WordLlama or fastText
         name, source = "static", "pypi:static"
 
-        def trainable(self):
+        def trainable(self, dense=False):
             raise NotTrainable("model 'static' is a table of quantised vectors")
 
     assert finetune.resolve_protocol(Static(), "auto") == ("frozen_head", "model 'static' is a table of quantised "
@@ -209,6 +209,10 @@ def test_auto_falls_back_to_frozen_head_and_says_why(tmp_path):
     assert finetune.resolve_protocol(create_model("timm:test_resnet", pretrained=False), "auto") == ("full", None)
     with pytest.raises(FaceZooError, match="unknown protocol"):
         finetune.resolve_protocol(Static(), "lora")
+    with pytest.raises(NotTrainable, match="quantised"):  # segmentation has no frozen-head fallback
+        finetune.resolve_protocol(Static(), "auto", dense=True)
+    with pytest.raises(FaceZooError, match="classification protocol"):
+        finetune.resolve_protocol(Static(), "frozen_head", dense=True)
 
 
 @pytest.mark.parametrize("kwargs, message", [
