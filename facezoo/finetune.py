@@ -462,7 +462,7 @@ def full(
     device = pick_device(device) if isinstance(device, str) else device
     say = log or (lambda _message: None)
     dense = train.task == "segmentation"
-    model.trainable(dense=dense)  # fail fast (NotTrainable) before preprocessing anything
+    probe = model.trainable(dense=dense)  # fails fast (NotTrainable) before preprocessing anything
     classes = len(train.class_names)
     if dense:
         if len(train) < 2 or len(test) == 0:
@@ -481,10 +481,11 @@ def full(
     inputs, test_inputs = _Inputs(model, train, budget, dense), _Inputs(model, test, budget, dense)
     if dense:
         with torch.no_grad():
-            channels = model.trainable(dense=True).eval()(inputs.batch(np.arange(1), torch.device("cpu"))[0]).shape[1]
+            channels = probe.eval()(inputs.batch(np.arange(1), torch.device("cpu"))[0]).shape[1]
         build = lambda: _Segmenter(model.trainable(dense=True), channels, classes)  # noqa: E731
     else:
         build = lambda: _Classifier(model.trainable(), model.dim, classes)  # noqa: E731
+    del probe  # a whole copy of the network: not held through training
     figure = "miou" if dense else "accuracy"
     val = _validation_split(strata, budget.validation_fraction, budget.seed)
     fit_index, val_index = np.flatnonzero(~val), np.flatnonzero(val)
