@@ -15,7 +15,7 @@ import numpy as np
 from facezoo.config import Home
 from facezoo.data import check_name
 from facezoo.errors import FaceZooError
-from flows.rank import rank_zoo
+from flows.rank import rank_zoo, start_job
 from flows.validate import validate
 from storage.results import ResultsStore
 from tasks import datasets
@@ -60,7 +60,8 @@ def onboard_dataset(
     summary = check_dataset(dataset)
     results = ResultsStore(where.results_db)
     results.register_dataset(dataset, ref.source, ref.options, None)
-    job_id = results.start_job("onboard", zoo or "", name, {"source": source, "options": options or {}})
+    job_id = start_job(where, results, "onboard", zoo or "", name,
+                       {"source": source, "options": options or {}})
     results.finish_job(job_id, "completed", message=f"registered fingerprint {dataset.fingerprint}")
     ranked = rank_zoo(zoo, name, device=device, home=str(where.root)) if zoo else None
     checked = (validate(zoo, name, top_k=validate_top_k, device=device, home=str(where.root))

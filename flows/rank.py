@@ -98,6 +98,20 @@ def resolve_dataset(
     return ref
 
 
+def start_job(where: Home, results: ResultsStore, kind: str, zoo: str | None, dataset: str | None,
+              params: dict[str, Any]) -> str:
+    """Start a job, after closing (in DuckDB and MLflow) the jobs of this home that a killed process left running."""
+    stale = results.close_interrupted()
+    if stale:
+        _log.warning("closed %d job(s) left running by a process that no longer exists: %s", len(stale),
+                     ", ".join(stale))
+        try:
+            Tracker(where.tracking_uri, where.artifacts).close_interrupted(stale)
+        except Exception as error:  # noqa: BLE001 - the runs stay RUNNING in the UI; the jobs table is right
+            _log.warning("could not end their MLflow runs: %s", one_line(error))
+    return results.start_job(kind, zoo, dataset, params)
+
+
 def _gpu_annotation(enabled: bool) -> Any:
     """Dask resource annotation of the tasks submitted inside it (a no-op unless asked for)."""
     if not enabled:
@@ -156,7 +170,7 @@ def rank_zoo(
     metric_options = {**(SEGMENTATION_OPTIONS if segmentation else {}), **(metric_options or {})}
     params = {"zoo": zoo_config.name, "dataset": ref.name, "split": split, "metrics": names, "device": device,
               "batch_size": batch_size, "metric_options": metric_options}
-    job_id = results.start_job("rank", zoo_config.name, ref.name, params)
+    job_id = start_job(where, results, "rank", zoo_config.name, ref.name, params)
     try:
         specs = list(zoo_config.models)
         with _gpu_annotation(dask_gpu):

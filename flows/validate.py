@@ -25,7 +25,7 @@ from facezoo import metrics as metric_registry
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
 from facezoo.extract import pick_device
-from flows.rank import check_task, one_line, rank_zoo, resolve_dataset, resolve_zoo
+from flows.rank import check_task, one_line, rank_zoo, resolve_dataset, resolve_zoo, start_job
 from storage.results import ResultsStore
 from storage.tracking import Tracker
 from tasks import datasets
@@ -121,7 +121,7 @@ def validate(
     params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
               "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, test_split],
               "budget": budget or {}}
-    job_id = results.start_job("validate", zoo_config.name, ref.name, params)
+    job_id = start_job(where, results, "validate", zoo_config.name, ref.name, params)
     try:
         return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, test_split),
                          {"device": device, "batch_size": batch_size, "progress": False}, budget or {})

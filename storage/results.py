@@ -26,7 +26,9 @@ return a dict decode them, those that return a DataFrame leave the text.
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from facezoo.errors import FaceZooError
+from storage._process import process_alive
 
 if TYPE_CHECKING:
     from facezoo.data import Dataset
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["JOB_KINDS", "JOB_STATUSES", "SCHEMA", "ResultsStore"]
 
 JOB_KINDS = ("rank", "validate", "onboard", "reevaluate")
-JOB_STATUSES = ("running", "completed", "partial", "failed")
+JOB_STATUSES = ("running", "completed", "partial", "failed", "interrupted")
 _FINISHED = JOB_STATUSES[1:]
 _DATASET_JSON = ("options", "class_names", "splits")
 _CORRELATION_STATS = (
@@ -98,13 +101,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     kind          VARCHAR NOT NULL,              -- rank | validate | onboard | reevaluate
     zoo           VARCHAR,
     dataset       VARCHAR,
-    status        VARCHAR NOT NULL,              -- running | completed | partial | failed
+    status        VARCHAR NOT NULL,              -- running | completed | partial | failed | interrupted
     params        VARCHAR,                       -- JSON
     message       VARCHAR,
     mlflow_run_id VARCHAR,
     started_at    TIMESTAMP NOT NULL,
-    finished_at   TIMESTAMP
+    finished_at   TIMESTAMP,
+    host          VARCHAR,                       -- where the job's process runs: a job whose process is gone
+    pid           INTEGER                        -- (killed, power cut) is closed as interrupted by the next job
 );
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS host VARCHAR;  -- results files written before these columns existed
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS pid INTEGER;
 CREATE TABLE IF NOT EXISTS scores (              -- metrics.rank_zoo output of one job; NULL = failed
     job_id  VARCHAR,
     model   VARCHAR,
@@ -199,6 +206,7 @@ def _int(value: Any) -> int | None:
 
 def _first_line(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
 
 
 def _is_lock_conflict(error: duckdb.Error) -> bool:
@@ -417,7 +425,7 @@ class ResultsStore:
     # -- jobs ----------------------------------------------------------------------------------------------------
 
     def start_job(self, kind: str, zoo: str | None, dataset: str | None, params: Mapping[str, Any]) -> str:
-        """Record a running job; returns its id (a uuid4 string)."""
+        """Record a running job of this process; returns its id (a uuid4 string)."""
         if kind not in JOB_KINDS:
             raise FaceZooError(f"job kind {kind!r} is not one of {', '.join(JOB_KINDS)}")
         job_id = str(uuid.uuid4())
@@ -425,9 +433,25 @@ class ResultsStore:
             _upsert(con, "jobs", {
                 "job_id": [job_id], "kind": [kind], "zoo": [zoo], "dataset": [dataset], "status": ["running"],
                 "params": [_json(dict(params))], "message": [None], "mlflow_run_id": [None],
-                "started_at": [_utcnow()], "finished_at": [None],
+                "started_at": [_utcnow()], "finished_at": [None], "host": [socket.gethostname()],
+                "pid": [os.getpid()],
             }, ["job_id"], on_conflict="nothing")
         return job_id
+
+    def close_interrupted(self) -> list[str]:
+        """Mark ``interrupted`` every ``running`` job of this host whose process no longer exists (SIGKILL, OOM
+        killer, power cut: nothing in the process could close it); returns their ids. Jobs of other hosts are left
+        alone: this host cannot tell whether their processes live."""
+        host = socket.gethostname()
+        with self._transaction() as con:
+            running = con.execute("SELECT job_id, pid FROM jobs WHERE status = 'running' AND host = ?",
+                                  [host]).fetchall()
+            gone = [(job_id, pid) for job_id, pid in running if pid is not None and not process_alive(pid)]
+            for job_id, pid in gone:
+                con.execute("UPDATE jobs SET status = 'interrupted', finished_at = ?, message = ? WHERE job_id = ?",
+                            [_utcnow(), f"process {pid} on {host} ended before the job finished (killed?); "
+                             "finished models are cached, re-run the job to complete it", job_id])
+        return [job_id for job_id, _ in gone]
 
     def finish_job(
         self, job_id: str, status: str, message: str | None = None, mlflow_run_id: str | None = None

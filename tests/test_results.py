@@ -123,6 +123,42 @@ def test_job_lifecycle_and_validation(store):
         store.job("no-such-job")
 
 
+def test_jobs_of_killed_processes_are_closed_as_interrupted_and_no_others(store):
+    import socket
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    killed, alive, elsewhere, done = (store.start_job("rank", "small", "pets", {}) for _ in range(4))
+    store.finish_job(done, "completed")
+    with store._connect() as con:
+        con.execute("UPDATE jobs SET pid = ? WHERE job_id IN (?, ?)", [dead, killed, elsewhere])
+        con.execute("UPDATE jobs SET host = 'another-host' WHERE job_id = ?", [elsewhere])
+    assert store.job(alive)["host"] == socket.gethostname()
+    assert store.close_interrupted() == [killed]
+    record = store.job(killed)
+    assert record["status"] == "interrupted" and f"process {dead}" in record["message"] and record["finished_at"]
+    assert [store.job(j)["status"] for j in (alive, elsewhere, done)] == ["running", "running", "completed"]
+    assert store.close_interrupted() == []
+    store.finish_job(alive, "interrupted")  # a status a job may also be finished with
+
+
+def test_a_results_file_from_before_the_process_columns_gains_them(tmp_path):
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE jobs (job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, zoo VARCHAR, dataset VARCHAR, "
+                "status VARCHAR NOT NULL, params VARCHAR, message VARCHAR, mlflow_run_id VARCHAR, "
+                "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP)")
+    con.execute("INSERT INTO jobs VALUES ('old', 'rank', 'z', 'd', 'running', '{}', NULL, NULL, now(), NULL)")
+    con.close()
+    store = ResultsStore(path)
+    assert store.close_interrupted() == []  # no pid recorded: it cannot tell, so it leaves the job alone
+    assert store.job("old")["pid"] is None and store.job(store.start_job("rank", "z", "d", {}))["pid"] > 0
+
+
 def test_scores_round_trip_nan_as_null_and_rewrites_never_duplicate(store):
     job = store.start_job("rank", "small", "pets", {})
     seconds = {("resnet", "logme"): 0.25, ("vit", "hscore"): 0.5}
