@@ -15,17 +15,24 @@ fingerprint, class names, code version, created-at.
 
 Writes go to a hidden temporary file in the same folder, are flushed to disk and renamed over the final name: a
 reader sees a complete file or none. The statistics are renamed into place before the Parquet file, which is the
-commit point; a run killed in between leaves statistics without features, which the next run overwrites.
+commit point; a run killed in between leaves statistics without features, which the next run overwrites. Temporary
+files carry their writer's pid: the next write in the folder deletes those whose process is gone. A feature file that
+still cannot be read (a disk fault, a copy cut short) is a cache miss: it is renamed aside to ``*.corrupt`` and the
+features are extracted again. A full disk is one error that says so, never a retried write.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,10 +44,16 @@ import pyarrow.parquet as pq
 from facezoo.data import check_name
 from facezoo.errors import FaceZooError
 from facezoo.metrics.stats import FeatureStats
+from storage._process import process_alive
 
 __all__ = ["FeatureSet", "FeatureStore", "cache_key"]
 
 _META_KEY = b"facezoo"
+_log = logging.getLogger("facezoo")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def cache_key(**parts: Any) -> str:
@@ -83,7 +96,7 @@ def _to_matrix(column: pa.ChunkedArray) -> np.ndarray:
 
 def _atomic_write(path: Path, write: Any) -> None:
     """Run ``write(tmp_path)`` on a hidden temporary file beside ``path``, fsync it, rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -95,9 +108,22 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.fsync(dir_fd)  # the rename itself survives a crash
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise FaceZooError(f"no space left on the device writing {path} ({free:.0f} MiB free); free some space "
+                               "or move the home folder, then re-run: finished models are cached") from None
         raise
+
+
+def _sweep_temporary_files(folder: Path) -> None:
+    """Delete the temporary files that writers killed mid-write left in ``folder`` (their pid is gone)."""
+    for tmp in folder.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 3)[-3] if tmp.name.count(".") >= 4 else ""
+        if pid.isdigit() and not process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
 
 
 class FeatureStore:
@@ -138,9 +164,13 @@ class FeatureStore:
         if not (len(labels) == len(sample_ids) == n) or (logits is not None and len(logits) != n):
             raise FaceZooError(f"feature set {model}/{dataset}/{split}: features, labels, ids, logits differ in length")
         if not np.isfinite(features).all():
-            raise FaceZooError(f"feature set {model}/{dataset}/{split}: the model produced NaN or inf features")
+            row, column = np.argwhere(~np.isfinite(features))[0]
+            raise FaceZooError(f"feature set {model}/{dataset}/{split}: the model produced NaN or inf features (first "
+                               f"at sample {np.asarray(sample_ids)[row]!s}, row {row}, column {column}); nothing "
+                               "stored")
         path = self.path(model, dataset, split, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_temporary_files(path.parent)
         meta = {
             **metadata, "cache_key": key, "model": model, "dataset": dataset, "split": split,
             "class_names": list(class_names), "n": n, "dim": int(features.shape[1]),
@@ -167,25 +197,37 @@ class FeatureStore:
                           None if logits is None else np.asarray(logits, dtype=np.float32), meta, path, stats)
 
     def get(self, model: str, dataset: str, split: str, key: str) -> FeatureSet | None:
-        """The stored extraction for ``key``, or ``None`` (a cache miss)."""
+        """The stored extraction for ``key``, or ``None`` (a cache miss; an unreadable file is moved aside)."""
         path = self.path(model, dataset, split, key)
-        return self.read(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return self.read(path)
+        except FaceZooError as error:
+            for damaged in (path, path.with_suffix(".stats.npz")):
+                if damaged.exists():
+                    os.replace(damaged, damaged.with_name(damaged.name + ".corrupt"))
+            _log.warning("%s; moved aside to *.corrupt, extracting again", error)
+            return None
 
     def read(self, path: str | Path) -> FeatureSet:
         """Read one feature file (and its statistics when present)."""
         path = Path(path)
         try:
             table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as error:
-            raise FaceZooError(f"{path}: unreadable feature file ({error}); delete it to re-extract") from None
-        meta = json.loads(table.schema.metadata[_META_KEY])
+            meta = json.loads(table.schema.metadata[_META_KEY])
+        except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
+            raise FaceZooError(f"{path}: unreadable feature file ({_first_line(error)})") from None
         if meta.get("cache_key") != path.stem:
             raise FaceZooError(f"{path}: its metadata says cache key {meta.get('cache_key')!r}, not {path.stem!r}")
         stats_path = path.with_suffix(".stats.npz")
         stats = None
         if stats_path.is_file():
-            with np.load(stats_path, allow_pickle=False) as saved:
-                stats = {k: saved[k] for k in saved.files}
+            try:
+                with np.load(stats_path, allow_pickle=False) as saved:
+                    stats = {k: saved[k] for k in saved.files}
+            except (OSError, ValueError, zipfile.BadZipFile) as error:  # a cache of the features: recomputed
+                _log.warning("%s: unreadable statistics (%s); they are recomputed from the features", stats_path, error)
         return FeatureSet(
             features=_to_matrix(table.column("feature")),
             labels=table.column("label").to_numpy(),

@@ -107,14 +107,60 @@ def test_a_killed_process_leaves_only_a_hidden_temporary(tmp_path):
     assert list(store.entries()) == []
 
 
-def test_a_corrupt_file_is_reported_not_used(tmp_path):
+def test_a_corrupt_file_is_never_used_it_is_moved_aside_as_a_cache_miss(tmp_path, caplog):
     store = FeatureStore(tmp_path)
     key = cache_key(k=4)
     store.put("m", "d", "train", key, **a_set())
     path = store.path("m", "d", "train", key)
-    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])  # a disk fault, a copy cut short
     with pytest.raises(FaceZooError, match="unreadable feature file"):
-        store.get("m", "d", "train", key)
+        store.read(path)
+    assert store.get("m", "d", "train", key) is None  # the caller extracts again
+    assert "unreadable feature file" in caplog.text
+    assert not path.exists() and path.with_name(path.name + ".corrupt").exists()
+    assert path.with_suffix(".stats.npz").with_name(path.stem + ".stats.npz.corrupt").exists()
+    store.put("m", "d", "train", key, **a_set())
+    assert store.get("m", "d", "train", key).features.shape == (300, 24)
+
+
+def test_unreadable_statistics_are_recomputed_not_fatal(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(k=7)
+    store.put("m", "d", "train", key, **a_set())
+    store.path("m", "d", "train", key).with_suffix(".stats.npz").write_bytes(b"PK\x03\x04 cut")
+    found = store.get("m", "d", "train", key)
+    assert found.stats_state is None and found.features.shape == (300, 24)
+
+
+def test_temporary_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    store = FeatureStore(tmp_path)
+    folder = store.folder("m", "d", "train")
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = folder / f".{'a' * 32}.parquet.{int(dead.stdout)}.x1y2.tmp"
+    live = folder / f".{'b' * 32}.parquet.{os.getpid()}.z3w4.tmp"  # another write of this process, in flight
+    for tmp in (stale, live):
+        tmp.write_bytes(b"PAR1 half")
+    store.put("m", "d", "train", cache_key(k=8), **a_set())
+    assert not stale.exists() and live.exists()
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    def no_space(table, where, **kwargs):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(feature_store.pq, "write_table", no_space)
+    with pytest.raises(FaceZooError, match=r"no space left on the device writing .*MiB free") as caught:
+        FeatureStore(tmp_path).put("m", "d", "train", cache_key(k=9), **a_set())
+    assert "\n" not in str(caught.value)
+    assert not [p for p in tmp_path.rglob("*") if p.suffix in (".parquet", ".tmp")]
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "it's", "x; DROP TABLE scores", "", ".."])
@@ -141,5 +187,6 @@ def test_duckdb_queries_the_stored_features(tmp_path):
 def test_nan_features_are_refused(tmp_path):
     data = a_set()
     data["features"][3, 2] = np.nan
-    with pytest.raises(FaceZooError, match="NaN or inf"):
+    with pytest.raises(FaceZooError, match=r"NaN or inf features \(first at sample img/00003.png, row 3, column 2\)"):
         FeatureStore(tmp_path).put("m", "d", "train", cache_key(k=6), **data)
+    assert not list(tmp_path.rglob("*.parquet"))
