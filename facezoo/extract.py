@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,7 @@ def extract(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         pixels_per_image: segmentation only: class-balanced pixels sampled per image.
         seed: segmentation only: the pixel sampling is a deterministic function of ``seed`` and the sample index.
+        batch_size: samples per forward pass; out of memory, the extraction starts over at half of it, down to 1.
         threads: CPU threads for the model (default: every core this process may use); restored afterwards.
         progress: show a progress bar with throughput (on a terminal).
     """
@@ -177,9 +179,27 @@ def extract(
     if dev.type == "cpu":
         torch.set_num_threads(threads or _cpu_count())  # deliberately: concurrent tasks pass their share
     try:
-        return _run(model, dataset, dev, workers, batch_size, dense, pixels_per_image, seed, progress)
+        while True:
+            try:
+                return _run(model, dataset, dev, workers, batch_size, dense, pixels_per_image, seed, progress)
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+                if not _out_of_memory(error):
+                    raise
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch_size == 1:
+                    raise FaceZooError(f"model {model.name!r} ran out of memory on {dev} even at batch size 1: "
+                                       f"{str(error).strip().splitlines()[0]}") from None
+                batch_size = max(1, batch_size // 2)  # the results do not depend on the batch size: start over
+                warnings.warn(f"{model.name}: out of memory on {dev}; retrying at batch size {batch_size}",
+                              stacklevel=2)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError``, Python's ``MemoryError``, or the CPU allocator's ``RuntimeError``."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error)
 
 
 def _cpu_count() -> int:

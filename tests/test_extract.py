@@ -165,3 +165,40 @@ def test_a_second_request_for_the_same_key_reads_and_never_re_extracts(tmp_path)
     other = MeanColour()
     other.digest = "1"  # new weights: a new key
     assert feature_key(other, dataset, "train") != feature_key(model, dataset, "train")
+
+
+class RunsOutOfMemory(MeanColour):
+    """Out of memory above ``limit`` samples per batch (a GPU too small for the batch size asked for)."""
+
+    def __init__(self, limit):
+        self.limit, self.batches = limit, []
+
+    def forward(self, batch):
+        self.batches.append(len(batch))
+        if len(batch) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(batch)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_features():
+    dataset, _ = colour_dataset()
+    expected = extract(MeanColour(), dataset, batch_size=16, num_workers=0, device="cpu", progress=False)
+    model = RunsOutOfMemory(limit=5)
+    with pytest.warns(UserWarning, match="retrying at batch size 4"):
+        out = extract(model, dataset, batch_size=16, num_workers=0, device="cpu", progress=False)
+    assert model.batches[:2] == [16, 8] and set(model.batches[2:]) <= {4, 3}  # 23 = 5 · 4 + 3
+    np.testing.assert_array_equal(out.features, expected.features)
+    np.testing.assert_array_equal(out.sample_ids, dataset.sample_ids)
+
+
+def test_out_of_memory_at_batch_size_one_is_one_clear_error():
+    dataset, _ = colour_dataset()
+    with pytest.warns(UserWarning), pytest.raises(FaceZooError, match="out of memory on cpu even at batch size 1"):
+        extract(RunsOutOfMemory(limit=0), dataset, batch_size=4, num_workers=0, device="cpu", progress=False)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other runtime errors are not taken for memory
+        extract(_Broken(), dataset, batch_size=4, num_workers=0, device="cpu", progress=False)
+
+
+class _Broken(MeanColour):
+    def forward(self, batch):
+        raise RuntimeError("shape mismatch")
