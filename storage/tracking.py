@@ -33,8 +33,9 @@ import re
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -61,6 +62,7 @@ from mlflow.utils.validation import (  # noqa: E402
 
 from facezoo.data import check_name  # noqa: E402
 from facezoo.errors import FaceZooError  # noqa: E402
+from storage._process import exclusive  # noqa: E402
 
 __all__ = ["Tracker"]
 
@@ -196,7 +198,16 @@ class Tracker:
         root = str(artifact_root)
         is_uri = len(urlparse(root).scheme) > 1  # one letter: a Windows drive, not a scheme
         self.artifact_root_uri = root.rstrip("/") if is_uri else Path(root).expanduser().resolve().as_uri()
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        # Two jobs starting at once on a fresh home would both run MLflow's migrations on the new SQLite file, and
+        # one would fail ("Online migration expected to match one row ..."): the first creates it, the other waits.
+        database = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ":memory:"
+        database = None if database == ":memory:" else Path(database)
+        try:
+            with exclusive(database.with_name(database.name + ".init-lock")) if database else nullcontext():
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+                self.client.search_experiments(max_results=1)  # the store (and its migrations) are made here
+        except Exception as error:  # noqa: BLE001 - callers record one line; the results are safe in DuckDB
+            raise FaceZooError(f"MLflow store {tracking_uri}: {_first_line(error)}") from error
 
     # -- experiments and runs ----------------------------------------------------------------------------------
 
@@ -261,6 +272,21 @@ class Tracker:
             metrics, params, tags = metrics[step_m:], params[step_p:], tags[step_p:]
 
     # -- jobs ------------------------------------------------------------------------------------------------------
+
+    def close_interrupted(self, job_ids: Sequence[str]) -> int:
+        """End as ``KILLED`` the runs of jobs whose process died while logging them (they would show as running
+        forever in the UI); returns how many were ended."""
+        if not job_ids:
+            return 0
+        experiments = [e.experiment_id for e in self.client.search_experiments(filter_string="name LIKE 'facezoo/%'")]
+        ended = 0
+        for job_id in map(str, map(uuid.UUID, job_ids)):  # a uuid: nothing else reaches the filter string
+            for run in self.client.search_runs(
+                experiments, filter_string=f"tags.`facezoo.job_id` = '{job_id}' AND attributes.status = 'RUNNING'"
+            ) if experiments else ():
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                ended += 1
+        return ended
 
     def log_rank_job(
         self,
