@@ -72,8 +72,14 @@ class Home(BaseModel):
     def prefect(self) -> Path:
         return self.root / "prefect"
 
-    def ensure(self, min_free_bytes: int = MIN_FREE_BYTES) -> "Home":
-        """Create the folders; fail early, with one line, if the home is not writable or the disk is nearly full."""
+    def ensure(self, min_free_bytes: int | None = None) -> "Home":
+        """Create the folders; fail early, with one line, if the home is not writable or the disk is nearly full
+        (below ``min_free_bytes``, default ``$FACEZOO_MIN_FREE_MB`` MiB or :data:`MIN_FREE_BYTES`)."""
+        if min_free_bytes is None:
+            setting = os.environ.get("FACEZOO_MIN_FREE_MB", str(MIN_FREE_BYTES // 2**20))
+            if not setting.isdigit():
+                raise FaceZooError(f"FACEZOO_MIN_FREE_MB must be a whole number of MiB, got {setting!r}")
+            min_free_bytes = int(setting) * 2**20
         try:
             for folder in (self.root, self.features, self.artifacts, self.prefect):
                 folder.mkdir(parents=True, exist_ok=True)

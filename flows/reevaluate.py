@@ -43,7 +43,7 @@ def load_schedule(path: str | Path = SCHEDULE) -> Schedule:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         return Schedule(**raw)
     except (OSError, yaml.YAMLError) as error:
-        raise FaceZooError(f"{path}: cannot read the schedule ({error})") from None
+        raise FaceZooError(f"{path}: cannot read the schedule ({one_line(error)})") from None
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in error.errors())
         raise FaceZooError(f"{path}: {problems}") from None

@@ -56,7 +56,7 @@ def read_table_columns(path: str | Path, columns: dict[str, str]) -> dict[str, l
         _check_columns(path, columns, [str(c) for c in frame.columns])
         return {c: frame[c].tolist() for c in wanted}
     except UnicodeDecodeError:
-        raise FaceZooError(f"{path}: not UTF-8 text; re-save the table as UTF-8") from None
+        raise FaceZooError(f"{path}: {_first_non_utf8(path)} is not UTF-8 text; re-save the table as UTF-8") from None
     except (OSError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise FaceZooError(f"{path}: cannot read the table ({str(e).strip().splitlines()[0]})") from None
 
@@ -143,3 +143,13 @@ def load_table(
         root, rel_paths, raw_labels, splits, name=name or default_name, kind="table-images", source=f"table:{path}",
         test_fraction=test_fraction,
     )
+
+
+def _first_non_utf8(path: Path) -> str:
+    """``line N`` (1-based, the header is line 1) of the first byte sequence that is not UTF-8."""
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return f"line {number} (byte {error.start + 1})"
+    return "a byte sequence"  # split across lines: cannot happen with UTF-8's self-synchronising encoding
