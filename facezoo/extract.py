@@ -160,11 +160,11 @@ def extract(
     """Features of every sample of ``dataset`` (use ``dataset.subset(split)`` for one split).
 
     Args:
+        batch_size: samples per forward pass; out of memory, the extraction starts over at half of it, down to 1.
         num_workers: DataLoader workers (default: 1 on a multi-core CPU, up to 8 with a GPU).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         pixels_per_image: segmentation only: class-balanced pixels sampled per image.
         seed: segmentation only: the pixel sampling is a deterministic function of ``seed`` and the sample index.
-        batch_size: samples per forward pass; out of memory, the extraction starts over at half of it, down to 1.
         threads: CPU threads for the model (default: every core this process may use); restored afterwards.
         progress: show a progress bar with throughput (on a terminal).
     """

@@ -125,7 +125,6 @@ def _sweep_temporary_files(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-
 class FeatureStore:
     """Parquet feature files under ``root`` (usually ``<FACEZOO_HOME>/features``)."""
 
