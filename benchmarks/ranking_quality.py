@@ -160,8 +160,10 @@ def run_task(task: Task, budget: dict[str, Any], device: str, home: Path) -> dic
         "extract": results.query("SELECT coalesce(sum(extraction_seconds), 0) AS s FROM feature_sets "
                                  "WHERE dataset = ?", [ref.name]).s[0],
         "score": results.query("SELECT coalesce(sum(seconds), 0) AS s FROM scores WHERE job_id = ?", [rank_job]).s[0],
-        "fine-tune": results.query("SELECT coalesce(sum(seconds), 0) AS s FROM finetune WHERE dataset = ?",
-                                   [ref.name]).s[0],
+        # the ground truth in use: each model's latest fine-tuning (earlier budgets' rows stay in the store)
+        "fine-tune": results.query("SELECT coalesce(sum(seconds), 0) AS s FROM (SELECT seconds FROM finetune "
+                                   "WHERE dataset = ? QUALIFY row_number() OVER (PARTITION BY model "
+                                   "ORDER BY recorded_at DESC) = 1)", [ref.name]).s[0],
     }
     return {
         "task": task, "home": home, "ref": ref, "modality": modality, "dataset": ref.name, "rank_job": rank_job,
