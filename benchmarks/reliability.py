@@ -82,18 +82,12 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _nth_call(n: int, real: Callable, before: Callable | None = None, after: Callable | None = None) -> Callable:
-    """``real`` wrapped so that its ``n``-th call runs ``before`` (instead of it) or ``after`` (after it)."""
+def _nth_call(n: int, real: Callable, instead: Callable) -> Callable:
+    """``real``, except that its ``n``-th call runs ``instead``."""
     calls = itertools.count(1)
 
     def wrapper(*args, **kwargs):
-        if next(calls) != n:
-            return real(*args, **kwargs)
-        if before:
-            return before(*args, **kwargs)
-        out = real(*args, **kwargs)
-        after(*args, **kwargs)
-        return out
+        return (instead if next(calls) == n else real)(*args, **kwargs)
 
     return wrapper
 
@@ -131,7 +125,7 @@ def install_fault(fault: str) -> None:
     if fault == "kill-mid-extraction":  # the second model's extraction starts, and the process dies
         import facezoo.extract as extraction
 
-        extraction._run = _nth_call(2, extraction._run, before=lambda *a, **k: _die())
+        extraction._run = _nth_call(2, extraction._run, lambda *a, **k: _die())
     elif fault == "kill-mid-parquet-write":  # half of the second feature file is on disk when the process dies
         import pyarrow.parquet as pq
 
@@ -161,7 +155,7 @@ def install_fault(fault: str) -> None:
     elif fault == "kill-mid-mlflow":  # the parent run and some model runs are open in MLflow
         from storage.tracking import Tracker
 
-        Tracker._log_batch = _nth_call(3, Tracker._log_batch, before=lambda *a, **k: _die())
+        Tracker._log_batch = _nth_call(3, Tracker._log_batch, lambda *a, **k: _die())
     elif fault == "disk-full-mid-run":  # the disk fills up after the checks at the start passed
         import errno
 
@@ -543,8 +537,8 @@ def bad_inputs(work: Path) -> list[BadInput]:
 
 
 def _nan_checkpoint(path: Path) -> None:
+    """A test_resnet checkpoint whose first convolution is NaN: a model that loads fine and gives NaN features."""
     import timm
-    import torch
     from safetensors.torch import save_file
 
     model = timm.create_model("test_resnet", pretrained=False)
@@ -552,7 +546,6 @@ def _nan_checkpoint(path: Path) -> None:
     first_conv = next(k for k, v in state.items() if v.ndim == 4)
     state[first_conv][0] = float("nan")
     save_file(state, str(path))
-    del torch
 
 
 def run_bad_inputs(cases: list[BadInput], home: Path) -> list[Outcome]:
