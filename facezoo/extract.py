@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from facezoo.data.base import Dataset
-from facezoo.errors import FaceZooError
+from facezoo.errors import FaceZooError, first_line
 from facezoo.models.base import ModelAdapter
 
 __all__ = ["EXTRACTION_VERSION", "Extracted", "extract", "pick_device", "sample_pixels"]
@@ -189,7 +189,7 @@ def extract(
                     torch.cuda.empty_cache()
                 if batch_size == 1:
                     raise FaceZooError(f"model {model.name!r} ran out of memory on {dev} even at batch size 1: "
-                                       f"{str(error).strip().splitlines()[0]}") from None
+                                       f"{first_line(error)}") from None
                 batch_size = max(1, batch_size // 2)  # the results do not depend on the batch size: start over
                 warnings.warn(f"{model.name}: out of memory on {dev}; retrying at batch size {batch_size}",
                               stacklevel=2)

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facezoo.data import check_name
-from facezoo.errors import FaceZooError
+from facezoo.errors import FaceZooError, first_line
 from facezoo.metrics.stats import FeatureStats
 from storage._process import process_alive
 
@@ -50,10 +50,6 @@ __all__ = ["FeatureSet", "FeatureStore", "cache_key"]
 
 _META_KEY = b"facezoo"
 _log = logging.getLogger("facezoo")
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def cache_key(**parts: Any) -> str:
@@ -216,7 +212,7 @@ class FeatureStore:
             table = pq.read_table(path)
             meta = json.loads(table.schema.metadata[_META_KEY])
         except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
-            raise FaceZooError(f"{path}: unreadable feature file ({_first_line(error)})") from None
+            raise FaceZooError(f"{path}: unreadable feature file ({first_line(error)})") from None
         if meta.get("cache_key") != path.stem:
             raise FaceZooError(f"{path}: its metadata says cache key {meta.get('cache_key')!r}, not {path.stem!r}")
         stats_path = path.with_suffix(".stats.npz")

@@ -42,7 +42,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from facezoo.errors import FaceZooError
+from facezoo.errors import FaceZooError, first_line
 from storage._process import process_alive
 
 if TYPE_CHECKING:
@@ -204,10 +204,6 @@ def _int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def _is_lock_conflict(error: duckdb.Error) -> bool:
     return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
 
@@ -288,12 +284,12 @@ class ResultsStore:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.Error as error:
                 if not _is_lock_conflict(error):
-                    raise FaceZooError(f"cannot open results database {self.path}: {_first_line(error)}") from None
+                    raise FaceZooError(f"cannot open results database {self.path}: {first_line(error)}") from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise FaceZooError(
                         f"results database {self.path} stayed locked by another process for {self.lock_timeout:g} s "
-                        f"({_first_line(error)}); wait for that job to finish or raise lock_timeout"
+                        f"({first_line(error)}); wait for that job to finish or raise lock_timeout"
                     ) from None
             # jitter: two waiting processes do not retry in lockstep; the last try falls on the deadline
             time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
@@ -622,7 +618,7 @@ class ResultsStore:
                 result = con.execute(sql, params)
                 return result.df() if result.description else pd.DataFrame()
             except duckdb.Error as error:
-                raise FaceZooError(f"query failed: {_first_line(error)}") from None
+                raise FaceZooError(f"query failed: {first_line(error)}") from None
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"

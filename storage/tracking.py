@@ -61,7 +61,7 @@ from mlflow.utils.validation import (  # noqa: E402
 )
 
 from facezoo.data import check_name  # noqa: E402
-from facezoo.errors import FaceZooError  # noqa: E402
+from facezoo.errors import FaceZooError, first_line  # noqa: E402
 from storage._process import exclusive  # noqa: E402
 
 __all__ = ["Tracker"]
@@ -74,11 +74,6 @@ _CORRELATION_STATS = (
 _FINETUNE_METRICS = ("accuracy", "mean_class_accuracy", "seconds")
 _MODEL_KEYS = ("name", "cache_key", "seconds", "extraction_seconds")  # logged as run name, tag and metrics
 _CURVE_TUPLE = ("step", "loss", "accuracy")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _cut(text: str, limit: int) -> str:
@@ -207,7 +202,7 @@ class Tracker:
                 self.client = MlflowClient(tracking_uri=tracking_uri)
                 self.client.search_experiments(max_results=1)  # the store (and its migrations) are made here
         except Exception as error:  # noqa: BLE001 - callers record one line; the results are safe in DuckDB
-            raise FaceZooError(f"MLflow store {tracking_uri}: {_first_line(error)}") from error
+            raise FaceZooError(f"MLflow store {tracking_uri}: {first_line(error)}") from error
 
     # -- experiments and runs ----------------------------------------------------------------------------------
 
@@ -219,7 +214,7 @@ class Tracker:
             return self._experiment_id(dataset)
         except MlflowException as error:
             raise FaceZooError(
-                f"MLflow experiment for {dataset!r} at {self.tracking_uri}: {_first_line(error)}"
+                f"MLflow experiment for {dataset!r} at {self.tracking_uri}: {first_line(error)}"
             ) from error
 
     def _experiment_id(self, dataset: str) -> str:
@@ -250,7 +245,7 @@ class Tracker:
                     self.client.set_terminated(run_id, "FAILED")
             if not isinstance(error, Exception):
                 raise
-            raise FaceZooError(f"{what}: MLflow logging to {self.tracking_uri} failed: {_first_line(error)}") from error
+            raise FaceZooError(f"{what}: MLflow logging to {self.tracking_uri} failed: {first_line(error)}") from error
 
     def _start(self, open_runs: list[str], experiment_id: str, name: str, tags: Mapping[str, str]) -> str:
         run_id = self.client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
