@@ -20,7 +20,9 @@ import scipy.sparse.linalg
 from facezoo.errors import FaceZooError
 from facezoo.metrics.stats import FeatureStats
 
-__all__ = ["cholesky", "sfda_shrinkage", "shrink", "lda_log_posteriors", "shrunk_lda_log_posteriors"]
+__all__ = [
+    "cholesky", "sfda_shrinkage", "shrink", "lda_log_posteriors", "linear_log_posteriors", "shrunk_lda_log_posteriors",
+]
 
 
 def _largest_eigenvalue(sym: np.ndarray) -> float:
@@ -86,6 +88,16 @@ def lda_log_posteriors(
             default: one pass over the features (``stats.project(·, "global")``).
     """
     coef = scipy.linalg.cho_solve((cholesky(stats, covariance), True), means.T)  # S⁻¹ Mᵀ (D, K)
+    return linear_log_posteriors(stats, coef, means, project)
+
+
+def linear_log_posteriors(
+    stats: FeatureStats,
+    coef: np.ndarray,
+    means: np.ndarray,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """:func:`lda_log_posteriors` from ``coef = S⁻¹ Mᵀ`` ``(D, K)`` already solved (or a pseudo-inverse's)."""
     z = stats.project(coef, "global") if project is None else project(coef)
     logits = z - (0.5 * np.einsum("kd,dk->k", means, coef) - np.log(stats.priors))
     return log_softmax(logits)

@@ -14,10 +14,12 @@ Zoo score: ``norm(seli) + norm(ncc) − norm(vc)``, each term min-max normalised
 
 The paper's text was not available to us; the terms follow the authors' public code (BUserName/NCTI
 ``metrics.py``), which computes them with scikit-learn's PCA and LDA. Here ``‖Z‖_*`` comes in closed form from the
-d×d class statistics in PCA space (the LDA transform whitens the within-class covariance and keeps the between-class
-subspace: ``Z`` has the singular values of ``Qᵀ L⁻¹ T L⁻ᵀ Q`` square-rooted, ``T`` the total scatter), and the
-posteriors from the PCA projections shared with FaCe and GBC. The within covariance is normalised by N, as in
-current scikit-learn (both its svd and shrinkage solvers); its svd solver divided by N − K before 2026
+d×d class statistics in PCA space (the LDA transform whitens the within-class covariance with ``W`` and keeps the
+between-class subspace ``Q``: ``Z`` has the singular values of ``Qᵀ Wᵀ T W Q`` square-rooted, ``T`` the total
+scatter), and the posteriors from the PCA projections shared with FaCe and GBC. ``W`` is scikit-learn's svd-solver
+whitening, rank cut-off included: with N ≤ 64 + K samples the within covariance in PCA space is singular, and
+the cut-off keeps the score finite and independent of the samples' order. The within covariance is normalised by N,
+as in current scikit-learn (both its svd and shrinkage solvers); its svd solver divided by N − K before 2026
 (scikit-learn PR #33626), as in the authors' runs, which scales ``seli`` by ``sqrt(N/(N − K))`` and sharpens the
 posteriors slightly.
 
@@ -27,10 +29,9 @@ Cost: the shared Gram and PCA projection, O(d³ + N·d·K + N·K²). Higher is b
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from facezoo.metrics._gaussian import pca_class_moments
-from facezoo.metrics._lda import cholesky, lda_log_posteriors
+from facezoo.metrics._lda import linear_log_posteriors
 from facezoo.metrics._registry import register_metric, zoo_normalise
 from facezoo.metrics.stats import FeatureStats
 
@@ -59,20 +60,43 @@ def ncti(stats: FeatureStats, *, pca_dim: int | None = 64) -> dict[str, float]:
     if s > 1e-10:
         cov = (1.0 - s) * cov + s * np.trace(cov) / d * np.eye(d)
 
-    log_post = lda_log_posteriors(stats, cov, means, lambda coef: (residuals + means[stats.sorted_codes]) @ coef)
+    whiten = _within_whitening(stats, cov, variances[0])  # (d, r): whitenedᵀ cov whitened = I
+    coef = whiten @ (whiten.T @ means.T)  # cov⁺ Mᵀ on the kept subspace
+    log_post = linear_log_posteriors(stats, coef, means, lambda c: (residuals + means[stats.sorted_codes]) @ c)
     post = np.exp(log_post)
     ncc = float(post[np.arange(n), stats.sorted_codes].mean())
     nuclear = sum(
         np.linalg.svd(post[stats.starts[c] : stats.starts[c + 1]], compute_uv=False).sum() for c in range(k)
     )
 
-    # the LDA transform whitens by cov (L Lᵀ = cov) and keeps the between-class subspace Q: ZᵀZ = Qᵀ L⁻¹ T L⁻ᵀ Q
-    chol = cholesky(stats, cov)
-
-    def whiten(m: np.ndarray) -> np.ndarray:
-        return scipy.linalg.solve_triangular(chol, scipy.linalg.solve_triangular(chol, m, lower=True).T, lower=True)
-
-    beta, q = np.linalg.eigh(whiten(between))
+    # the LDA transform whitens the within-class covariance and keeps the between-class subspace Q:
+    # ZᵀZ = Qᵀ Wᵀ T W Q
+    beta, q = np.linalg.eigh(whiten.T @ between @ whiten)
     q = q[:, beta > 1e-8 * beta.max()]  # scikit-learn's rank cut-off (tol 1e-4 on singular values)
-    seli = float(np.sqrt(np.clip(np.linalg.eigvalsh(q.T @ whiten(within + between) @ q), 0.0, None)).sum())
+    total = whiten.T @ (within + between) @ whiten
+    seli = float(np.sqrt(np.clip(np.linalg.eigvalsh(q.T @ total @ q), 0.0, None)).sum())
     return {"seli": seli, "ncc": ncc, "vc": float(np.log(nuclear))}
+
+
+def _within_whitening(stats: FeatureStats, cov: np.ndarray, top_variance: float) -> np.ndarray:
+    """scikit-learn's svd-solver whitening ``W`` ``(d, r)`` of a within-class covariance, singular or not.
+
+    The covariance is standardised to unit diagonal and only the directions of that correlation matrix with
+    eigenvalue above 1e-8 (scikit-learn's tol 1e-4 on singular values) are kept: when N ≤ d + K the covariance is
+    singular, and inverting its rounding noise would make the score depend on the order of the samples. A PCA
+    direction whose within-class variance is rounding noise (≤ 10·eps of the top variance) counts as zero variance,
+    as a zero standard deviation does in scikit-learn, and drops out; when all do, the classes are points
+    (scikit-learn would answer uniform posteriors, the worst score for the best features).
+    """
+    var = np.diagonal(cov)
+    live = var > 10.0 * stats.eps * top_variance
+    std = np.where(live, np.sqrt(np.where(live, var, 1.0)), 1.0)
+    corr = cov / std[:, None] / std[None, :]
+    corr[~live, :] = 0.0
+    corr[:, ~live] = 0.0
+    if not live.any():
+        # every class is a point: the limit of perfect collapse, whitened at the noise floor to stay finite
+        return np.eye(len(cov)) / np.sqrt(10.0 * stats.eps * top_variance)
+    lam, vec = np.linalg.eigh(corr)
+    keep = lam > max(1e-8, stats.dim * stats.eps)  # a float32 Gram is only good to ~1e-7 of its scale
+    return vec[:, keep] / np.sqrt(lam[keep]) / std[:, None]
