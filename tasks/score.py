@@ -47,7 +47,7 @@ def score_features(ref: FeatureRef, names: list[str], options: dict[str, dict[st
                 stats, [name], logits=stored.logits if metrics.info(name).needs_logits else None,
                 options={name: options[name]} if name in options else None,
             ))
-        except (FaceZooError, np.linalg.LinAlgError, ValueError, FloatingPointError) as error:
+        except (FaceZooError, np.linalg.LinAlgError, ValueError, ArithmeticError) as error:  # overflow: one metric
             errors[name] = f"{type(error).__name__}: {error}"
         seconds[name] = time.perf_counter() - start
     return ModelScores(model=ref.model, values=values, seconds=seconds, errors=errors, n=stats.n,

@@ -69,9 +69,16 @@ def _evaluate(metric: MetricInfo, stats: FeatureStats, logits: np.ndarray | None
         args = (stats, logits)
     value = metric.fn(*args, **own)
     if not metric.zoo_normalised:
-        return {metric.name: float(value)}
-    single = metric.combine({t: np.array([v]) for t, v in value.items()}, **{**combine, "zoo_norm": "none"})
-    return {metric.name: float(single[0]), **{f"{metric.name}{TERM_SEPARATOR}{t}": float(v) for t, v in value.items()}}
+        out = {metric.name: float(value)}
+    else:
+        single = metric.combine({t: np.array([v]) for t, v in value.items()}, **{**combine, "zoo_norm": "none"})
+        terms = {f"{metric.name}{TERM_SEPARATOR}{t}": float(v) for t, v in value.items()}
+        out = {metric.name: float(single[0]), **terms}
+    bad = [k for k, v in out.items() if not np.isfinite(v)]
+    if bad:  # a NaN stored as a score would sort as a rank: refuse it here, naming the input
+        raise FaceZooError(f"{bad[0]} is {out[bad[0]]} on these features ({stats.n} samples, {stats.dim} dimensions, "
+                           f"{stats.n_classes} classes): degenerate for this metric")
+    return out
 
 
 def score(name: str, features: Any, labels: Any, *, logits: Any = None, **options: Any) -> float:

@@ -51,9 +51,11 @@ def logme(stats: FeatureStats, *, max_iter: int = 11, tol: float = 1e-3) -> floa
     active = np.ones(k, dtype=bool)
     for _ in range(max_iter):
         t = (alpha / beta)[:, None]
-        gamma = (sigma / (sigma + t)).sum(1)
-        m2 = np.where(active, (sigma * x2 / (t + sigma) ** 2).sum(1), m2)
-        res2 = np.where(active, (x2 / (1 + sigma / t) ** 2).sum(1) + res_x2, res2)
+        # σ/(σ+t) and t/(σ+t), never (σ+t)²: features of scale 1e-140 would underflow it to 0
+        gain, shrink = sigma / (sigma + t), t / (sigma + t)
+        gamma = gain.sum(1)
+        m2 = np.where(active, (gain * x2 / (t + sigma)).sum(1), m2)
+        res2 = np.where(active, (x2 * shrink**2).sum(1) + res_x2, res2)
         alpha = np.where(active, gamma / (m2 + 1e-5), alpha)
         beta = np.where(active, (n - gamma) / (res2 + 1e-5), beta)
         active &= np.abs(alpha / beta - t[:, 0]) / t[:, 0] > tol
