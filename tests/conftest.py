@@ -9,6 +9,14 @@ os.environ.setdefault("FACEZOO_HOME", tempfile.mkdtemp(prefix="facezoo-test-home
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# CI draws the same examples every run, so red means a regression, not a newly drawn case; search wider with
+# HYPOTHESIS_PROFILE=explore (random draws, 2000 examples per test) and pin what it finds with @example
+_QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=_QUIET)
+settings.register_profile("explore", max_examples=2000, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def make_classes(n_per_class=(30, 25, 40, 35), dim=12, separation=3.0, noise=1.0, seed=0, offset=0.0):

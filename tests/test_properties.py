@@ -7,14 +7,13 @@ depend on what should not matter: the order of the samples, the names of the cla
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from facezoo import FaceZooError, metrics
 from facezoo.data import load_image_folder, load_lines, load_segmentation_folder, load_table
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 FEATURE_METRICS = [m for m in metrics.available() if not metrics.info(m).needs_logits]
 # closed-form metrics: no iterative solver, no sample-order dependent split, so exactly order-free
 ORDER_FREE = ["face_variance", "face_fairness", "nc1", "hscore", "gbc", "transrate", "ncti"]
@@ -36,8 +35,8 @@ def _one_line(error: BaseException) -> bool:
     return bool(text.strip()) and "\n" not in text.strip()
 
 
-@SETTINGS
 @given(data=labelled_features(), name=st.sampled_from(FEATURE_METRICS))
+@example(data=(np.array([[8e-141], [0.0], [0.0], [0.0]]), np.array([0, 0, 1, 1])), name="logme")  # (σ+t)² underflowed
 def test_any_finite_features_give_a_finite_score_or_one_line_error(data, name):
     x, y = data
     try:
@@ -48,8 +47,14 @@ def test_any_finite_features_give_a_finite_score_or_one_line_error(data, name):
     assert np.isfinite(value), f"{name} returned {value}"
 
 
-@SETTINGS
 @given(data=labelled_features(), seed=st.integers(0, 2**32 - 1), name=st.sampled_from(ORDER_FREE))
+# N ≤ d + K: NCTI's within covariance is singular; its rounding noise once decided the score (found in CI)
+@example(data=(np.array([[1.0, 1, 0], [0, 0, 0], [0, 0, 15], [0, 0, 0], [0, 0, 0]]), np.array([0, 0, 1, 1, 1])),
+         seed=1, name="ncti")
+@example(data=(np.diag([11.0, 1, 0, 2]), np.array([0, 0, 1, 1])), seed=0, name="ncti")
+# a 1e-4 feature makes Σ_T's condition 1e10: H-score is exact only to ~1e-6 whatever the code does
+@example(data=(np.array([[7.0, 1, 0], [1e-4, 0, 0], [0, 0, 0], [0, 0, 0]]), np.array([0, 0, 1, 1])),
+         seed=3, name="hscore")
 def test_scores_do_not_depend_on_sample_order_or_class_names(data, seed, name):
     x, y = data
     rng = np.random.default_rng(seed)
@@ -61,12 +66,23 @@ def test_scores_do_not_depend_on_sample_order_or_class_names(data, seed, name):
         return  # degenerate draws (e.g. zero spread) are refused the same way whatever the order
     shuffled = metrics.score(name, x[order], y[order])
     relabelled = metrics.score(name, x, renamed)
-    scale = max(1.0, abs(reference))
-    assert abs(shuffled - reference) <= 1e-6 * scale, name
-    assert abs(relabelled - reference) <= 1e-6 * scale, name
+    tol = max(1e-6, 100 * _condition(x, y) * np.finfo(float).eps) * max(1.0, abs(reference))
+    assert abs(shuffled - reference) <= tol, name
+    assert abs(relabelled - reference) <= tol, name
 
 
-@SETTINGS
+def _condition(x, y):
+    """Largest condition number (over their nonzero spectra) of the total and within-class covariances: the
+    metrics invert them, so reordering the sums moves a score by up to about ``cond · eps`` of itself."""
+    within = sum(np.cov(x[y == k].T, bias=True) * np.sum(y == k) for k in np.unique(y)) / len(y)
+    worst = 1.0
+    for cov in (np.cov(x.T, bias=True), within):
+        w = np.linalg.eigvalsh(np.atleast_2d(cov))
+        w = w[w > len(w) * np.finfo(float).eps * w.max()]
+        worst = max(worst, w.max() / w.min()) if len(w) else worst
+    return worst
+
+
 @given(data=labelled_features(), row=st.integers(0, 100), column=st.integers(0, 10),
        bad=st.sampled_from([np.nan, np.inf, -np.inf]), name=st.sampled_from(FEATURE_METRICS))
 def test_nan_or_inf_anywhere_is_named_by_row_and_column(data, row, column, bad, name):
@@ -79,7 +95,6 @@ def test_nan_or_inf_anywhere_is_named_by_row_and_column(data, row, column, bad, 
     assert _one_line(caught.value)
 
 
-@SETTINGS
 @given(shape=st.sampled_from([(0, 3), (5,), (4, 0), (2, 3, 4)]), name=st.sampled_from(FEATURE_METRICS))
 def test_malformed_arrays_are_refused_in_one_line(shape, name):
     x = np.zeros(shape)
@@ -89,7 +104,6 @@ def test_malformed_arrays_are_refused_in_one_line(shape, name):
     assert _one_line(caught.value)
 
 
-@SETTINGS
 @given(data=labelled_features(), name=st.sampled_from(FEATURE_METRICS), cut=st.integers(1, 3))
 def test_labels_of_another_length_are_refused(data, name, cut):
     x, y = data
@@ -102,7 +116,6 @@ def test_labels_of_another_length_are_refused(data, name, cut):
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 
 
-@SETTINGS
 @given(rows=st.lists(st.tuples(TEXT, st.sampled_from(["pos", "neg", "", "x"])), min_size=0, max_size=12),
        junk=st.binary(max_size=12))
 def test_any_csv_table_loads_or_fails_in_one_line(tmp_path_factory, rows, junk):
@@ -124,7 +137,6 @@ def test_any_csv_table_loads_or_fails_in_one_line(tmp_path_factory, rows, junk):
     assert all(isinstance(dataset.load(i), str) and dataset.load(i).strip() for i in range(len(dataset)))
 
 
-@SETTINGS
 @given(content=st.binary(max_size=200))
 def test_any_bytes_as_a_lines_file_load_or_fail_in_one_line(tmp_path_factory, content):
     path = tmp_path_factory.mktemp("lines") / "data.txt"
@@ -137,7 +149,6 @@ def test_any_bytes_as_a_lines_file_load_or_fail_in_one_line(tmp_path_factory, co
     assert len(dataset) == len(dataset.labels) and all(isinstance(dataset.load(i), str) for i in range(len(dataset)))
 
 
-@SETTINGS
 @given(files=st.lists(st.tuples(st.sampled_from(["cat", "dog"]), st.binary(max_size=64)), min_size=1, max_size=6))
 def test_image_folders_with_arbitrary_files_fail_naming_each_file(tmp_path_factory, files):
     root = tmp_path_factory.mktemp("images")
@@ -151,7 +162,6 @@ def test_image_folders_with_arbitrary_files_fail_naming_each_file(tmp_path_facto
     assert "unreadable" in message and all(f"{cls}/{i}.png" in message for i, (cls, _) in enumerate(files))
 
 
-@SETTINGS
 @given(masks=st.lists(arrays(np.uint8, (4, 4), elements=st.sampled_from([0, 1, 2, 3, 255])), min_size=1,
                       max_size=4),
        classes=st.integers(1, 4), mask_side=st.sampled_from([4, 5]))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import make_classes
@@ -20,7 +20,6 @@ def naive_moments(x, y):
     }
 
 
-@settings(max_examples=40, deadline=None)
 @given(
     n_per_class=st.lists(st.integers(2, 9), min_size=2, max_size=5),
     dim=st.integers(1, 9),
