@@ -90,13 +90,13 @@ def _within_whitening(stats: FeatureStats, cov: np.ndarray, top_variance: float)
     """
     var = np.diagonal(cov)
     live = var > 10.0 * stats.eps * top_variance
-    std = np.where(live, np.sqrt(np.where(live, var, 1.0)), 1.0)
-    corr = cov / std[:, None] / std[None, :]
-    corr[~live, :] = 0.0
-    corr[:, ~live] = 0.0
     if not live.any():
         # every class is a point: the limit of perfect collapse, whitened at the noise floor to stay finite
         return np.eye(len(cov)) / np.sqrt(10.0 * stats.eps * top_variance)
+    std = np.sqrt(np.where(live, var, 1.0))
+    corr = cov / std[:, None] / std[None, :]
+    corr[~live, :] = 0.0
+    corr[:, ~live] = 0.0
     lam, vec = np.linalg.eigh(corr)
     keep = lam > max(1e-8, stats.dim * stats.eps)  # a float32 Gram is only good to ~1e-7 of its scale
     return vec[:, keep] / np.sqrt(lam[keep]) / std[:, None]
