@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from facezoo.data.base import Dataset, encode_labels
 from facezoo.data.images import from_image_files
 from facezoo.data.text import from_texts
-from facezoo.errors import FaceZooError
+from facezoo.errors import FaceZooError, first_line
 
 __all__ = ["read_table_columns", "load_table"]
 
@@ -58,7 +58,7 @@ def read_table_columns(path: str | Path, columns: dict[str, str]) -> dict[str, l
     except UnicodeDecodeError:
         raise FaceZooError(f"{path}: {_first_non_utf8(path)} is not UTF-8 text; re-save the table as UTF-8") from None
     except (OSError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise FaceZooError(f"{path}: cannot read the table ({str(e).strip().splitlines()[0]})") from None
+        raise FaceZooError(f"{path}: cannot read the table ({first_line(e)})") from None
 
 
 def _check_columns(path: Path, columns: dict[str, str], available: list[str]) -> None:

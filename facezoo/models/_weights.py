@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from facezoo.errors import FaceZooError
+from facezoo.errors import FaceZooError, first_line
 
 __all__ = ["load_into", "load_state_dict"]
 
@@ -39,11 +39,10 @@ def load_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
         except pickle.UnpicklingError as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FaceZooError(
                 f"refusing to load {str(path)!r}: it holds Python objects beyond tensors, and unpickling them could "
-                f"run code ({reason}). Re-save it as a plain state dict (torch.save(model.state_dict(), path)) or as "
-                f"safetensors, or, only if you trust its origin, pass the option trust_pickle: true"
+                f"run code ({first_line(e)}). Re-save it as a plain state dict (torch.save(model.state_dict(), path)) "
+                f"or as safetensors, or, only if you trust its origin, pass the option trust_pickle: true"
             ) from None
         except (RuntimeError, EOFError, OSError) as e:
             raise FaceZooError(f"cannot read weights file {str(path)!r}: {e}") from None
