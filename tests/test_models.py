@@ -363,6 +363,27 @@ def test_onnx_penultimate_output_equals_the_torch_hidden_layer(tmp_path, softmax
     assert adapter.preprocess_dense(images(1)[0]).shape == (3, 16, 16)
 
 
+@pytest.mark.parametrize("recipe", [
+    {}, {"channel_order": "BGR", "pixel_max": 255.0, "mean": (104.0, 117.0, 123.0), "std": (1.0, 1.0, 1.0)},
+    {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "size": 32, "resize": 40},
+])
+def test_image_preprocessing_is_bit_identical_to_torch_ops_on_the_chw_view(recipe):
+    """The normalisation runs on the HWC array for speed; the values must be exactly the original recipe's."""
+    from facezoo.models._transforms import ImagePreprocessing
+
+    transform = ImagePreprocessing(**recipe)
+    for image in images(3, size=(80, 60)):
+        resized = image.resize((transform._resize, transform._resize))
+        x = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy()).permute(2, 0, 1)
+        x = x * (transform.pixel_max / 255.0)
+        if transform.channel_order == "BGR":
+            x = x.flip(0)
+        reference = (x - torch.tensor(transform.mean).view(3, 1, 1)) / torch.tensor(transform.std).view(3, 1, 1)
+        ours = transform._normalise(resized)
+        assert ours.is_contiguous() and ours.dtype == torch.float32
+        assert torch.equal(ours, reference)
+
+
 def test_bad_preprocessing_option_is_one_line(tmp_path):
     path = export(_TinyCnn().eval(), tmp_path / "tiny.onnx", (1, 3, 16, 16))
     with pytest.raises(FaceZooError, match="bad preprocessing option .*sise: Extra inputs are not permitted"):

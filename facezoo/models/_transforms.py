@@ -100,10 +100,10 @@ class ImagePreprocessing(BaseModel):
         return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
     def _normalise(self, image: Image.Image) -> torch.Tensor:
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
-        x = x * (self.pixel_max / 255.0)
+        # float32 arithmetic on the contiguous HWC array, one transposing copy at the end: the same values as torch
+        # ops on the CHW view, ~15x faster (strided element-wise ops made this the DataLoader workers' ceiling)
+        x = np.asarray(image, dtype=np.float32) * np.float32(self.pixel_max / 255.0)
         if self.channel_order == "BGR":
-            x = x.flip(0)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        return (x - mean) / std
+            x = x[:, :, ::-1]
+        x = (x - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
