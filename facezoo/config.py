@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -83,9 +84,11 @@ class Home(BaseModel):
         try:
             for folder in (self.root, self.features, self.artifacts, self.prefect):
                 folder.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            # a probe of this process's own: with one shared name, a job starting at the same moment deleted it
+            # between this job's write and unlink, and this job reported the home as not writable
+            handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.root)
+            os.close(handle)
+            os.unlink(probe)
         except OSError as error:
             raise FaceZooError(f"home folder {self.root} is not writable ({error.strerror}); pass --home DIR") from None
         free = shutil.disk_usage(self.root).free
