@@ -113,6 +113,20 @@ def test_a_large_common_offset_is_not_cancellation(name):
     assert metrics.score(name, shifted, y) == pytest.approx(metrics.score(name, x, y), rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1.0, 1e2, 1e3, 1e4])
+def test_float32_features_under_a_common_offset_agree_with_their_float64_value(offset, logits_for):
+    # pooled post-ReLU features and unnormalised embeddings have means far from zero: up to 1e4 × the spread, float32
+    # statistics must give every metric (and every zoo term) its float64 value on exactly the same array
+    x, y = make_classes(n_per_class=(120,) * 5, dim=32, separation=1.0)
+    single = (x + offset * x.std(0).mean()).astype(np.float32)
+    logits = logits_for(y)
+    got = metrics.score_many(single, y, ALL, logits=logits)
+    want = metrics.score_many(single.astype(np.float64), y, ALL, logits=logits)
+    assert set(got) == set(want)
+    off = {k: (got[k], want[k]) for k in want if not got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-12)}
+    assert not off, off
+
+
 @pytest.mark.parametrize("name", FEATURE_METRICS)
 def test_fewer_samples_than_dimensions_works(name):
     x, y = make_classes(n_per_class=(6, 5, 7), dim=50)

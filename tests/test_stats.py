@@ -76,6 +76,21 @@ def test_float32_input_is_read_in_float32_and_accumulated_in_float64():
     assert stats.class_sums.dtype == np.float64 and stats.gram.dtype == np.float64
 
 
+def test_float32_means_and_projections_keep_the_spread_under_a_large_offset():
+    # float32 rounds an offset of 1e4 by up to 5e-4: neither the means nor the projections may inherit that
+    x, y = make_classes(n_per_class=(300, 200), dim=8)
+    single = (x + 1e4).astype(np.float32)
+    exact = single.astype(np.float64)  # the same numbers: what float64 arithmetic on this input gives
+    stats = FeatureStats(single, y)
+    np.testing.assert_allclose(stats.mean, exact.mean(0), rtol=0, atol=1e-9)
+    directions = np.random.default_rng(0).standard_normal((8, 3))
+    want = ((exact - exact.mean(0)) @ directions)[np.argsort(y, kind="stable")]
+    np.testing.assert_allclose(stats.project(directions, "global"), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    state = stats.state()
+    state["shift"] = state["shift"] + 1e-4  # as stored before the shift was rounded: within float32's half-ulp
+    np.testing.assert_array_equal(FeatureStats(single, y, state=state).mean, stats.mean)
+
+
 def test_torch_input_matches_numpy():
     torch = pytest.importorskip("torch")
     x, y = make_classes(dim=5)

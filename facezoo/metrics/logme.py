@@ -38,8 +38,11 @@ def logme(stats: FeatureStats, *, max_iter: int = 11, tol: float = 1e-3) -> floa
     c, s = stats.shift, stats.class_sums.sum(0)
     raw_gram = stats.gram + np.outer(c, s) + np.outer(s, c) + n * np.outer(c, c)  # FᵀF from the shifted Gram
     sigma, v = np.linalg.eigh(raw_gram)
-    # FᵀF has rank ≤ min(N, D); below D·eps of the largest, eigenvalues are the Gram's rounding noise
-    keep = (sigma > d * stats.eps * sigma[-1]) & (np.arange(d) >= d - min(n, d))
+    # FᵀF has rank ≤ min(N, D); eigenvalues below the rounding noise of what it is made of are that noise: the
+    # shifted Gram is good to eps (of its arithmetic) × its trace, and the float64 sum and eigh to eps64 × ‖FᵀF‖.
+    # Not eps × ‖FᵀF‖: under a large offset the offset's own eigenvalue dwarfs the spread, which is exact
+    noise = stats.eps * np.trace(stats.gram) + d * np.finfo(np.float64).eps * sigma[-1]
+    keep = (sigma > noise) & (np.arange(d) >= d - min(n, d))
     sigma, v = sigma[keep], v[:, keep]
     fty = stats.class_sums + np.outer(stats.counts, c)  # Fᵀ y_k (K, D)
     x2 = (fty @ v) ** 2 / sigma  # (Uᵀ y_k)²

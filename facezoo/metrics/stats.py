@@ -6,8 +6,9 @@ module computes those once, in one chunked pass:
 
 - rows are visited in class order (one ``argsort`` of the labels), so every per-class reduction is a contiguous
   segment sum and per-class blocks are slices;
-- each chunk is shifted by a rough mean (the mean of a strided sample of rows) before any product, so a large common
-  offset does not cancel digits away;
+- each chunk is shifted by a rough mean (the mean of a strided sample of rows, rounded to the compute dtype so the
+  float64 bookkeeping adds back exactly what was subtracted) before any product, projections included, so a large
+  common offset does not cancel digits away;
 - products run in float32 for float32 (or lower) input and in float64 for float64 input; sums accumulate in
   float64;
 - the input is never copied whole nor modified; a ``torch.Tensor`` is processed on its own device (GPU included) and
@@ -228,8 +229,14 @@ class FeatureStats:
             return
         sample = np.sort(self.order[:: max(1, self.n // _SHIFT_SAMPLE)])
         sample = self._ops.to_numpy(self._ops.rows(self.features, sample))
-        self.shift = np.where(np.isfinite(sample), sample, 0.0).mean(0)  # NaN/inf are reported by the pass
+        self.shift = self._representable(np.where(np.isfinite(sample), sample, 0.0).mean(0))  # NaN/inf: the pass
         self._first_pass(gram)
+
+    def _representable(self, shift: np.ndarray) -> np.ndarray:
+        """``shift`` rounded to the compute dtype, as float64: the passes subtract it in that dtype, so the float64
+        bookkeeping (``mean = shift + shifted mean``, LogME's raw Gram) must add back exactly what was subtracted;
+        float32 rounding of a 1e4 offset is ~5e-4, as large as a small feature's spread."""
+        return np.asarray(shift, dtype=np.float64 if self.double else np.float32).astype(np.float64)
 
     # ------------------------------------------------------------------ persistence
     _STATE_ARRAYS = ("shift", "class_sums", "_sq_norm_weighted_sum")
@@ -255,6 +262,7 @@ class FeatureStats:
             raise FaceZooError("stored statistics do not belong to these features (shape, classes or counts differ)")
         for name in self._STATE_ARRAYS:
             setattr(self, name, np.array(state[name], dtype=np.float64))
+        self.shift = self._representable(self.shift)  # states stored before the rounding: what their pass subtracted
         for name in self._STATE_SCALARS:
             setattr(self, name, float(state[name]))
         self._gram = np.array(state["gram"], dtype=np.float64) if "gram" in state else None
@@ -294,6 +302,20 @@ class FeatureStats:
         for a in range(0, self.n, self.chunk_rows):
             b = min(a + self.chunk_rows, self.n)
             yield a, b, self._ops.view(self.features, a, b)
+
+    def _shifted_input_blocks(self) -> Iterator[tuple[int, int, Any]]:
+        """Yield ``(a, b, x)``: rows ``a:b`` in input order minus ``shift``, in the compute dtype, in cache-sized
+        blocks of one reused buffer (contiguous reads: cheaper than the class-ordered gather of a chunk)."""
+        ops = self._ops
+        shift = ops.const(self.shift)
+        rows = max(1, min(self.chunk_rows, _BLOCK_ELEMENTS // self.dim))
+        buffer = ops.empty(min(rows, self.n), self.dim)
+        for a in range(0, self.n, rows):
+            b = min(a + rows, self.n)
+            x = buffer[: b - a]
+            x[...] = ops.view(self.features, a, b)
+            x -= shift
+            yield a, b, x
 
     def _segments(self, a: int, b: int) -> Iterator[tuple[int, int, int]]:
         """``(k, lo, hi)``: class k occupies rows ``lo:hi`` of the class-ordered chunk ``[a, b)``."""
@@ -358,21 +380,21 @@ class FeatureStats:
 
         Args:
             center: ``"class"`` subtracts each row's class mean (within-class residuals), ``"global"`` the global
-                mean. The centring happens in the r-dimensional space, after one pass that reads the features in
-                place (no copy of a chunk when the input already has the compute dtype).
+                mean. The products run on the shifted rows and the centring happens in the r-dimensional space:
+                the raw rows' products would carry the offset's rounding (float32 eps × offset), which for an
+                offset of 1e4 × the spread is 1e-3 of the result.
         """
         if center not in ("class", "global"):
             raise ValueError(f"center must be 'class' or 'global', got {center!r}")
         w = self._ops.const(directions)
         out = np.empty((self.n, directions.shape[1]))
-        for a, b, x in self._input_chunks():
+        for a, b, x in self._shifted_input_blocks():
             out[a:b] = self._ops.matmul(x, w)
         out = out[self.order]
-        offsets = self.shift @ directions
         if center == "class":
-            out -= (self._class_means_shifted @ directions + offsets)[self.sorted_codes]
+            out -= (self._class_means_shifted @ directions)[self.sorted_codes]
         else:
-            out -= self._mean_shifted @ directions + offsets
+            out -= self._mean_shifted @ directions
         return out
 
     def class_residuals(self, key: Any, directions: np.ndarray) -> np.ndarray:
@@ -427,7 +449,8 @@ class FeatureStats:
         for k in range(self.n_classes):
             x = self._ops.rows(self.features, self.order[self.starts[k] : self.starts[k + 1]])
             centre = self._class_means_shifted[k] if center == "class" else self._mean_shifted
-            x -= self._ops.const(self.shift + centre)
+            x -= self._ops.const(self.shift)  # two steps: float32(shift + centre) would round the centre away
+            x -= self._ops.const(centre)
             yield k, x
 
     def small_gram(self, block: Any) -> np.ndarray:
