@@ -238,8 +238,8 @@ def naive_transrate(x, y, eps=1e-4):
 
 
 # ---------------------------------------------------------------------------------------------------- SFDA, ETran
-def sfda_fit_predict(x, y, lam=None, a=5.0):
-    """The authors' SFDA class (fit + predict_proba), written out: D×D generalised eigenproblem."""
+def sfda_fit_logits(x, y, lam=None, a=5.0):
+    """The authors' SFDA class (fit + decision function), written out: D×D generalised eigenproblem."""
     ks = np.unique(y)
     priors = np.array([np.mean(y == k) for k in ks])
     means = np.array([x[y == k].mean(0) for k in ks])
@@ -254,20 +254,32 @@ def sfda_fit_predict(x, y, lam=None, a=5.0):
     evecs = evecs[:, np.argsort(evals)[::-1]]
     coef = means @ evecs @ evecs.T
     intercept = -0.5 * np.diag(means @ coef.T) + np.log(priors)
-    return lam, softmax(x @ coef.T + intercept, axis=1)
+    return lam, x @ coef.T + intercept
 
 
-def naive_sfda(x, y):
+def sfda_fit_predict(x, y, lam=None, a=5.0):
+    """The authors' ``predict_proba``."""
+    lam, logits = sfda_fit_logits(x, y, lam, a)
+    return lam, softmax(logits, axis=1)
+
+
+def naive_sfda(x, y, log_domain=False):
+    """The authors' SFDA with the paper's log; ``log_domain``: ``log p(y | x̂)`` as ``−log(1 + Σ_{j≠y} e^{l_j − l_y})``
+    through ``logaddexp``, which keeps a posterior of 1 − 1e-30 at −1e-30 where ``log(softmax)`` rounds it to 0."""
     ks = np.unique(y)
     lam, prob = sfda_fit_predict(x, y)
     means = np.array([x[y == k].mean(0) for k in ks])
-    codes = np.searchsorted(ks, y)
-    soft = softmax(prob, axis=1)[np.arange(len(y)), codes]
+    rows, codes = np.arange(len(y)), np.searchsorted(ks, y)
+    soft = softmax(prob, axis=1)[rows, codes]
     others = (means.sum(0) - means) / (len(ks) - 1)
     x_hat = x.copy()
     x_hat = soft[:, None] * x_hat + (1 - soft[:, None]) * others[codes]
-    _, prob_hat = sfda_fit_predict(x_hat, y, lam=lam)
-    return np.mean(np.log(prob_hat[np.arange(len(y)), codes]))
+    _, logits_hat = sfda_fit_logits(x_hat, y, lam=lam)
+    if not log_domain:
+        return np.mean(np.log(softmax(logits_hat, axis=1)[rows, codes]))
+    rel = logits_hat - logits_hat[rows, codes][:, None]
+    rel[rows, codes] = -np.inf
+    return np.mean(-np.logaddexp(0.0, logsumexp(rel, axis=1)))
 
 
 def naive_etran_terms(x, y, energy_fraction=0.005):
@@ -334,6 +346,30 @@ def test_sfda_matches_naive_when_the_shrinkage_is_at_its_floor():
     x, y = make_classes(separation=1.2)
     x = x * 10  # σ_max(S_W) > 4.6: λ = 1e-10, decided without an eigensolver
     assert metrics.score("sfda", x, y) == pytest.approx(naive_sfda(x, y), rel=RTOL)
+
+
+def test_sfda_keeps_the_margin_where_the_posteriors_round_to_one():
+    # well separated classes: every p(y | x̂) rounds to 1 in float64, so the authors' score (log of the softmax) is
+    # exactly 0 for all three feature sets and ties them; the log-domain posterior keeps them apart
+    values = []
+    for separation in (1.5, 2.0, 2.5):  # log p(y | x̂) ≈ −1e-40, −1e-80, −1e-133
+        x, y = make_classes(separation=separation, noise=0.2)
+        assert naive_sfda(x, y) == 0.0
+        values.append(metrics.score("sfda", x, y))
+        assert values[-1] == pytest.approx(naive_sfda(x, y, log_domain=True), rel=1e-6, abs=0)
+    assert values[0] < values[1] < values[2] < 0.0, values
+
+
+def test_log_softmax_keeps_posteriors_that_round_to_one_and_changes_nothing_else():
+    from scipy.special import log_softmax as scipy_log_softmax
+
+    from facezoo.metrics._lda import log_softmax
+
+    logits = np.random.default_rng(0).standard_normal((50, 6)) * 5
+    np.testing.assert_allclose(log_softmax(logits.copy()), scipy_log_softmax(logits, axis=1), rtol=1e-14, atol=1e-15)
+    saturated = np.array([[0.0, -69.0776, -80.0]])  # e^-69.08 = 1e-30: 1 + 1e-30 == 1 in float64
+    assert scipy_log_softmax(saturated, axis=1)[0, 0] == 0.0
+    assert log_softmax(saturated.copy())[0, 0] == pytest.approx(-np.exp(-69.0776) - np.exp(-80.0), rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])

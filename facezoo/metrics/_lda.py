@@ -104,9 +104,18 @@ def linear_log_posteriors(
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax, in place on ``logits`` ``(N, K)`` (no temporaries of that size beyond one)."""
-    logits -= logits.max(1, keepdims=True)
-    logits -= np.log(np.exp(logits).sum(1, keepdims=True))
+    """Row-wise log-softmax, in place on ``logits`` ``(N, K)`` (no temporaries of that size beyond one).
+
+    ``log Σ exp`` is taken as ``max + log1p(Σ_{others} exp(l − max))``, not ``log(1 + Σ ...)``: when the other
+    classes' mass is below float64's 1.1e-16, ``1 + mass`` rounds to 1 and a posterior of 1 − 1e-30 became exactly
+    ``log 1 = 0``; ``log1p`` keeps it at −1e-30. Elsewhere the two agree to rounding.
+    """
+    rows = np.arange(len(logits))
+    top = logits.argmax(1)
+    logits -= logits[rows, top][:, None]
+    others = np.exp(logits)
+    others[rows, top] = 0.0  # exp(0) = 1, kept out of the sum and added exactly by log1p
+    logits -= np.log1p(others.sum(1, keepdims=True))
     return logits
 
 

@@ -14,7 +14,13 @@ Fisher Space", ECCV 2022.
 Deviations from the authors' code (TencentARC/SFDA ``metrics.py``), following the paper: the score keeps the log
 (the code drops it "in case of instability", making it a mean probability); the input array is never modified (the
 code writes ConfMix into the caller's array); ``σ_max`` is the exact largest eigenvalue (the code takes 3 power
-iterations). Same classifier, computed without the D×D generalised eigenproblem.
+iterations); ``log p̂(y | x̂)`` is taken in the log domain (``_lda.log_softmax``: ``−log1p`` of the other classes'
+mass), where the code's softmax rounds a posterior of 1 − 1e-30 to 1. Well separated classes used to score exactly
+0.0 and tie; they now keep their margin (e.g. −8e-41 against −2e-80); values that do not round are unchanged
+(to 1e-15). Where the other classes' mass is below 1e-308 even this is 0.0: with N < D the within-class covariance
+is singular, its shrunk null directions make the margins ~1e5 nats and every model scores exactly 0.0 in float64,
+as in the authors' code; ``rank_zoo`` reports such ties (its ``tied`` column). Same classifier, computed without the
+D×D generalised eigenproblem.
 
 With float32 features and N < D, ``S_Wλ`` is singular to the precision of the statistics (λ = 1e-10 is below
 float32 rounding); the Cholesky step then adds the smallest ridge at that precision (``_lda.cholesky``).
