@@ -7,14 +7,21 @@
 Layout::
 
     experiment  facezoo/<dataset>          artifact_location = <artifact_root>/<dataset> (explicit, never ./mlruns)
-      run       rank <dataset> <job8>      tags facezoo.job_id, facezoo.kind; params; ranking.csv, ranking.md,
-                                           face.png, params.json
+                                           tag mlflow.experimentKind = custom_model_development (the UI opens
+                                           it on its runs, not on the GenAI overview)
+      run       rank <dataset> <job8>      tags facezoo.job_id, facezoo.kind, facezoo.ties.<metric>; params;
+                                           metrics <metric>/<model> (the zoo's scores, one per model); ranking.csv,
+                                           ranking.md, face.png, params.json
         run     <model>                    tag mlflow.parentRunId; params (source, digest, dims, ...); metrics
                                            <metric>, <metric>_rank, <metric>_raw, <metric>_seconds,
                                            extraction_seconds; a failed model: status FAILED, tag facezoo.error
       run       validate <dataset> <job8>  metrics <stat>/<protocol>/<metric>; finetune.csv, correlations.csv,
                                            params.json, scatter/<metric>.png
         run     <model>                    metrics <protocol>/accuracy, ...; learning curves curve/<name> per step
+
+Every run has the target dataset as its MLflow dataset input (name, digest = the dataset's fingerprint, source:
+the UI's Dataset column) when the caller knows the fingerprint, and tags ``mlflow.source.name`` (the ``facezoo``
+command line that ran, type ``JOB``; else the Prefect flow's name, type ``LOCAL``: the UI's Source column).
 
 Only :class:`mlflow.tracking.MlflowClient` is used, bound to the tracking URI given: no global ``mlflow`` state
 (``set_tracking_uri``, active runs, autolog), so two trackers in one process (or Prefect's task threads) do not
@@ -30,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -49,10 +57,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE  # noqa: E402
 from mlflow.utils.validation import (  # noqa: E402
+    MAX_DATASET_DIGEST_SIZE,
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
@@ -68,6 +78,9 @@ __all__ = ["Tracker"]
 
 _TRUNCATED = "…[truncated]"
 _PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
+# MLflow 3's UI opens an experiment without this tag (or with the value it infers from traces) on the GenAI overview
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+_FLOWS = {"rank": "rank-zoo", "validate": "validate-ranking"}  # the Prefect flows that log each kind of job
 _CORRELATION_STATS = (
     "weighted_tau", "kendall_tau", "pearson", "spearman", "top1_regret", "ci_low", "ci_high", "n_models",
 )
@@ -105,6 +118,43 @@ def _check_columns(table: pd.DataFrame, required: Sequence[str], what: str) -> N
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise FaceZooError(f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, table.columns))}")
+
+
+def _source_tags(kind: str) -> dict[str, str]:
+    """``mlflow.source.*`` of a job's runs: the command line when this process is the ``facezoo`` CLI (a ``JOB``:
+    the UI shows its whole name), else the name of the flow that logs ``kind`` (``LOCAL``)."""
+    if Path(sys.argv[0]).stem == "facezoo":
+        return {MLFLOW_SOURCE_NAME: _cut(shlex.join(["facezoo", *sys.argv[1:]]), MAX_TAG_VAL_LENGTH),
+                MLFLOW_SOURCE_TYPE: "JOB"}
+    return {MLFLOW_SOURCE_NAME: _FLOWS[kind], MLFLOW_SOURCE_TYPE: "LOCAL"}
+
+
+def _dataset_input(dataset: str, info: Mapping[str, Any], context: str) -> list[DatasetInput]:
+    """The target dataset as an MLflow dataset input (``[]`` without a fingerprint: a digest is required, and any
+    other would lie); ``info`` is :meth:`facezoo.data.Dataset.describe` output, its counts become the profile."""
+    fingerprint = info.get("fingerprint")
+    if not fingerprint:
+        return []
+    profile = {k: info[k] for k in ("task", "n_samples", "n_classes", "splits") if k in info}
+    return [DatasetInput(Dataset(
+        name=dataset, digest=str(fingerprint)[:MAX_DATASET_DIGEST_SIZE], source_type="local",
+        source=json.dumps({"uri": str(info.get("source") or dataset)}),
+        profile=json.dumps(profile) if profile else None,
+    ), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+
+
+def _ties(ranking: pd.DataFrame) -> dict[str, str]:
+    """``{metric: "rank 1 shared by a, b; rank 4 shared by c, d"}`` for the metrics where models share a rank: from
+    the ``tied`` column (models sharing that rank) when the table has one, else from equal ranks."""
+    ranked = ranking[ranking["rank"].map(_finite).astype(bool)]  # an empty object mask would select columns
+    shared = ranked["tied"] > 1 if "tied" in ranked.columns else ranked.duplicated(["metric", "rank"], keep=False)
+    ties: dict[str, str] = {}
+    for metric, rows in ranked[shared].groupby("metric", sort=False):
+        ties[str(metric)] = "; ".join(
+            f"rank {rank:g} shared by {', '.join(sorted(map(str, group['model'])))}"
+            for rank, group in rows.groupby("rank", sort=True)
+        )
+    return ties
 
 
 def _markdown_cell(text: str) -> str:
@@ -208,7 +258,7 @@ class Tracker:
 
     def experiment_for(self, dataset: str) -> str:
         """The id of experiment ``facezoo/<dataset>``, created (artifacts in ``<artifact_root>/<dataset>``) or
-        restored from the trash when needed."""
+        restored from the trash when needed, marked a model-training experiment (one of an older home too)."""
         check_name(dataset, "dataset name")  # it names a folder of the artifact root
         try:
             return self._experiment_id(dataset)
@@ -223,7 +273,8 @@ class Tracker:
         if experiment is None:
             try:
                 return self.client.create_experiment(
-                    name, artifact_location=f"{self.artifact_root_uri}/{dataset}", tags={"facezoo.dataset": dataset}
+                    name, artifact_location=f"{self.artifact_root_uri}/{dataset}",
+                    tags={"facezoo.dataset": dataset, _EXPERIMENT_KIND[0]: _EXPERIMENT_KIND[1]},
                 )
             except MlflowException as error:
                 if error.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -231,6 +282,8 @@ class Tracker:
                 experiment = self.client.get_experiment_by_name(name)  # another job created it meanwhile
         if experiment.lifecycle_stage == "deleted":
             self.client.restore_experiment(experiment.experiment_id)
+        if experiment.tags.get(_EXPERIMENT_KIND[0]) != _EXPERIMENT_KIND[1]:  # made before the tag, or by the UI
+            self.client.set_experiment_tag(experiment.experiment_id, *_EXPERIMENT_KIND)
         return experiment.experiment_id
 
     @contextmanager
@@ -291,6 +344,7 @@ class Tracker:
         models: Sequence[Mapping[str, Any]],
         ranking: pd.DataFrame,
         failures: Mapping[str, str],
+        dataset_info: Mapping[str, Any] | None = None,
     ) -> str:
         """Log one ranking job; returns the parent run id.
 
@@ -300,31 +354,43 @@ class Tracker:
             models: one dict per model: ``name``; optional ``cache_key`` (a tag), ``seconds`` (``{metric: seconds}``,
                 metrics ``<metric>_seconds``) and ``extraction_seconds`` (a metric); everything else (source, digest,
                 dims, N, classes, options, ...) as params of its child run.
-            ranking: :func:`facezoo.metrics.rank_zoo` output (``metric``, ``model``, ``raw``, ``score``, ``rank``);
-                NaN values (failed metrics) are not logged.
+            ranking: :func:`facezoo.metrics.rank_zoo` output (``metric``, ``model``, ``raw``, ``score``, ``rank``,
+                optionally ``tied``: models sharing that rank); NaN values (failed metrics) are not logged. The parent
+                gets each score as ``<metric>/<model>`` and a tag ``facezoo.ties.<metric>`` where models share a rank.
             failures: ``{model: error}``: these child runs end ``FAILED`` with tag ``facezoo.error``.
+            dataset_info: the target dataset's :meth:`facezoo.data.Dataset.describe` (``fingerprint``, ``source``,
+                counts): the dataset input of every run; without it, ``params["fingerprint"]`` if any, else none.
         """
         _check_columns(ranking, ["metric", "model", "raw", "score", "rank"], "ranking table")
         experiment_id = self.experiment_for(dataset)
         by_name = {str(m["name"]): m for m in models}
         names = list(dict.fromkeys([*by_name, *map(str, ranking["model"]), *failures]))
         now = int(time.time() * 1000)
+        source = _source_tags("rank")
+        inputs = _dataset_input(dataset, dataset_info or {"fingerprint": params.get("fingerprint")}, "rank")
         with self._logging(f"rank job {job_id} on {dataset}") as open_runs:
             parent = self._start(open_runs, experiment_id, f"rank {dataset} {job_id[:8]}", {
-                "facezoo.job_id": job_id, "facezoo.kind": "rank", "facezoo.dataset": dataset,
+                **source, "facezoo.job_id": job_id, "facezoo.kind": "rank", "facezoo.dataset": dataset,
                 "facezoo.status": "partial" if failures else "completed",
             })
             self._log_batch(parent, params=_params(params), metrics=[
                 Metric("n_models", len(names), now, 0), Metric("n_failed", len(failures), now, 0),
-            ])
+                *(Metric(_key(f"{row['metric']}/{row['model']}"), float(row["score"]), now, 0)
+                  for row in ranking.to_dict("records") if _finite(row["score"])),
+            ], tags=[RunTag(_key(f"facezoo.ties.{metric}"), _cut(text, MAX_TAG_VAL_LENGTH))
+                     for metric, text in _ties(ranking).items()])
+            if inputs:
+                self.client.log_inputs(parent, datasets=inputs)
             for name in names:
                 info = by_name.get(name, {})
-                tags = {_PARENT_TAG: parent, "facezoo.job_id": job_id, "facezoo.model": name}
+                tags = {**source, _PARENT_TAG: parent, "facezoo.job_id": job_id, "facezoo.model": name}
                 if info.get("cache_key"):
                     tags["facezoo.cache_key"] = str(info["cache_key"])
                 if name in failures:
                     tags["facezoo.error"] = _cut(str(failures[name]), MAX_TAG_VAL_LENGTH)
                 child = self._start(open_runs, experiment_id, name, tags)
+                if inputs:
+                    self.client.log_inputs(child, datasets=inputs)
                 rows = ranking[ranking["model"].astype(str) == name]
                 self._log_batch(
                     child,
@@ -365,6 +431,7 @@ class Tracker:
         correlations: pd.DataFrame,
         scores: pd.DataFrame,
         curves: Mapping[str, Sequence[tuple[int, float, float] | Mapping[str, float]]] | None = None,
+        dataset_info: Mapping[str, Any] | None = None,
     ) -> str:
         """Log one validation job (ranking scores against fine-tuned accuracy); returns the parent run id.
 
@@ -378,6 +445,7 @@ class Tracker:
                 ``score``): one scatter plot per metric, ``scatter/<metric>.png``.
             curves: ``{model: [point, ...]}`` learning curves: a point is ``(step, loss, accuracy)`` or a mapping
                 ``{name: value}`` (with ``step``, else its position), logged as ``curve/<name>`` at that step.
+            dataset_info: as for :meth:`log_rank_job`: the dataset input of every run.
         """
         _check_columns(finetune, ["model", "protocol", "accuracy"], "fine-tuning table")
         _check_columns(correlations, ["metric"], "correlations table")
@@ -391,10 +459,14 @@ class Tracker:
         experiment_id = self.experiment_for(dataset)
         names = list(dict.fromkeys([*map(str, finetune["model"]), *curves]))
         now = int(time.time() * 1000)
+        source = _source_tags("validate")
+        inputs = _dataset_input(dataset, dataset_info or {"fingerprint": params.get("fingerprint")}, "validate")
         with self._logging(f"validation job {job_id} on {dataset}") as open_runs:
             parent = self._start(open_runs, experiment_id, f"validate {dataset} {job_id[:8]}", {
-                "facezoo.job_id": job_id, "facezoo.kind": "validate", "facezoo.dataset": dataset,
+                **source, "facezoo.job_id": job_id, "facezoo.kind": "validate", "facezoo.dataset": dataset,
             })
+            if inputs:
+                self.client.log_inputs(parent, datasets=inputs)
             quality = [
                 Metric(_key(f"{stat}/{row['protocol']}/{row['metric']}"), float(row[stat]), now, 0)
                 for row in correlations.to_dict("records") for stat in _CORRELATION_STATS
@@ -403,8 +475,10 @@ class Tracker:
             self._log_batch(parent, params=_params(params), metrics=quality)
             for name in names:
                 child = self._start(open_runs, experiment_id, name, {
-                    _PARENT_TAG: parent, "facezoo.job_id": job_id, "facezoo.model": name,
+                    **source, _PARENT_TAG: parent, "facezoo.job_id": job_id, "facezoo.model": name,
                 })
+                if inputs:
+                    self.client.log_inputs(child, datasets=inputs)
                 metrics = [
                     Metric(_key(f"{row['protocol']}/{column}"), float(row[column]), now, 0)
                     for row in finetune[finetune["model"].astype(str) == name].to_dict("records")

@@ -1,9 +1,12 @@
 """MLflow tracking on a temporary SQLite store: experiments with explicit artifact locations, parent and child runs
-of a ranking job, a validation job with plots, and logging failures that end runs FAILED.
+of a ranking job, a validation job with plots, and logging failures that end runs FAILED; what the UI shows of
+them (the experiment kind, the Dataset and Source columns, the zoo's scores and ties on the parent).
 
 Every job is logged while the working directory is an empty folder, to prove artifacts never land in ``./mlruns``.
 One module-scoped store: MLflow migrates a new SQLite database on first use (seconds)."""
 
+import json
+import sys
 from types import SimpleNamespace
 
 import pandas as pd
@@ -28,6 +31,8 @@ MODELS = [
      "cache_key": "b" * 32, "seconds": SECONDS, "extraction_seconds": 1.0},
     {"name": "broken", "source": "timm:nope", "digest": "d3"},
 ]
+INFO = {"name": DATASET, "task": "image", "source": "/data/pets", "fingerprint": "0f" * 16, "n_samples": 130,
+        "n_classes": 4, "splits": {"train": 104, "test": 26}, "class_counts": {"cat": 30}}
 
 
 def zoo_ranking():
@@ -52,7 +57,7 @@ def logged(tmp_path_factory):
         params = {"zoo": "small", "dataset": DATASET, "fingerprint": "fp1", "metrics": ["face", "logme"],
                   "split": "train", "device": "cpu", "notes": "x" * 7000}
         failures = {"broken": "cannot fetch timm:nope offline\n(HF_HUB_OFFLINE=1)"}
-        rank_run = tracker.log_rank_job(DATASET, JOB, params, MODELS, ranking, failures)
+        rank_run = tracker.log_rank_job(DATASET, JOB, params, MODELS, ranking, failures, dataset_info=INFO)
         finetune = pd.DataFrame({"model": ["resnet", "vit"], "protocol": "linear", "accuracy": [0.9, 0.6],
                                  "mean_class_accuracy": [0.88, 0.55], "seconds": [12.0, 9.0]})
         correlations = pd.DataFrame({"metric": ["face", "logme"], "weighted_tau": [1.0, 1.0],  # protocol: finetune's
@@ -61,7 +66,7 @@ def logged(tmp_path_factory):
                   "vit": [{"C": 0.1, "validation_accuracy": 0.5}, {"C": 1.0, "validation_accuracy": 0.6}]}
         validation_run = tracker.log_validation(
             DATASET, "f" * 32, {"protocol": "linear", "epochs": 3}, finetune, correlations,
-            ranking[ranking["model"] != "broken"], curves,
+            ranking[ranking["model"] != "broken"], curves, dataset_info=INFO,
         )
         yield SimpleNamespace(tracker=tracker, client=tracker.client, root=root, cwd=cwd, ranking=ranking,
                               params=params, failures=failures, rank_run=rank_run, validation_run=validation_run,
@@ -98,7 +103,10 @@ def test_rank_parent_run_has_the_job_tags_params_and_summary(logged):
     params = run.data.params
     assert params["zoo"] == "small" and params["metrics"] == '["face", "logme"]' and params["device"] == "cpu"
     assert len(params["notes"]) == 6000 and params["notes"].endswith("…[truncated]")
-    assert run.data.metrics == {"n_models": 3.0, "n_failed": 1.0}
+    scores = {f"{row.metric}/{row.model}": pytest.approx(row.score)
+              for row in logged.ranking.itertuples() if row.model != "broken"}
+    assert len(scores) == 4 and run.data.metrics == {"n_models": 3.0, "n_failed": 1.0, **scores}
+    assert not [key for key in tags if key.startswith("facezoo.ties.")]  # resnet and vit never share a rank
 
 
 def test_rank_child_runs_carry_each_models_params_scores_and_timings(logged):
@@ -229,3 +237,79 @@ def test_a_job_where_every_model_failed_is_still_logged(logged):
     assert logged.client.get_run(run_id).info.status == "FINISHED"
     assert "ranking.md" in {a.path for a in logged.client.list_artifacts(run_id)}
     assert {run.info.status for run in children(logged, run_id).values()} == {"FAILED"}
+
+
+# -- what the MLflow UI shows ------------------------------------------------------------------------------------------
+
+
+def test_experiments_are_marked_model_training_new_and_old(logged):
+    kind = "mlflow.experimentKind"
+    experiment = logged.client.get_experiment_by_name(f"facezoo/{DATASET}")
+    assert experiment.tags[kind] == "custom_model_development"  # else MLflow 3 opens the GenAI overview
+    # an experiment of an older home: no tag, or the kind the UI inferred and stored
+    for name, tags in (("old", {}), ("inferred", {kind: "genai_development_inferred"})):
+        old = logged.client.create_experiment(f"facezoo/{name}", tags=tags)
+        assert logged.tracker.experiment_for(name) == old
+        assert logged.client.get_experiment(old).tags[kind] == "custom_model_development"
+
+
+def dataset_inputs(logged, run_id):
+    return [(d.dataset.name, d.dataset.digest, d.dataset.source_type, json.loads(d.dataset.source),
+             {t.key: t.value for t in d.tags}) for d in logged.client.get_run(run_id).inputs.dataset_inputs]
+
+
+def test_every_run_has_the_dataset_input_with_the_fingerprint_as_digest(logged):
+    for parent, context in ((logged.rank_run, "rank"), (logged.validation_run, "validate")):
+        expected = [(DATASET, INFO["fingerprint"], "local", {"uri": "/data/pets"}, {"mlflow.data.context": context})]
+        assert dataset_inputs(logged, parent) == expected
+        for child in children(logged, parent).values():
+            assert dataset_inputs(logged, child.info.run_id) == expected
+    dataset = logged.client.get_run(logged.rank_run).inputs.dataset_inputs[0].dataset
+    assert json.loads(dataset.profile) == {"task": "image", "n_samples": 130, "n_classes": 4,
+                                           "splits": {"train": 104, "test": 26}}
+
+
+def test_without_a_fingerprint_no_dataset_input_is_invented(logged):
+    ranking = logged.ranking[logged.ranking["metric"] == "logme"]
+    bare = logged.tracker.log_rank_job(DATASET, "1" * 32, {"metrics": ["logme"]}, MODELS[:1], ranking, {})
+    assert dataset_inputs(logged, bare) == []
+    from_params = logged.tracker.log_rank_job(DATASET, "2" * 32, {"fingerprint": "ab" * 16}, MODELS[:1], ranking, {})
+    assert [d[:2] for d in dataset_inputs(logged, from_params)] == [(DATASET, "ab" * 16)]
+
+
+def test_source_is_the_facezoo_command_line_or_else_the_flow(logged, monkeypatch):
+    for run_id, flow in ((logged.rank_run, "rank-zoo"), (logged.validation_run, "validate-ranking")):
+        runs = [logged.client.get_run(run_id), *children(logged, run_id).values()]
+        assert {(r.data.tags["mlflow.source.name"], r.data.tags["mlflow.source.type"]) for r in runs} == {
+            (flow, "LOCAL")}  # pytest called the tracker, as a flow run from Python would
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/facezoo", "--home", "/h", "rank", "--zoo", "my zoo.yaml"])
+    ranking = logged.ranking[logged.ranking["metric"] == "logme"]
+    run_id = logged.tracker.log_rank_job(DATASET, "3" * 32, {}, MODELS[:1], ranking, {})
+    for run in (logged.client.get_run(run_id), *children(logged, run_id).values()):
+        assert run.data.tags["mlflow.source.name"] == "facezoo --home /h rank --zoo 'my zoo.yaml'"
+        assert run.data.tags["mlflow.source.type"] == "JOB"  # the UI shows a JOB's whole name, a LOCAL's basename
+
+
+def tied_ranking(with_column):
+    """Three models on two metrics: all three share rank 1 on nc1, two share rank 2 on face."""
+    table = pd.DataFrame({
+        "metric": ["face"] * 3 + ["nc1"] * 3, "model": ["a", "b", "c", "c", "b", "a"],
+        "raw": [3.0, 1.0, 1.0, 0.5, 0.5, 0.5], "score": [1.0, 0.0, 0.0, 0.5, 0.5, 0.5],
+        "rank": [1.0, 2.0, 2.0, 1.0, 1.0, 1.0],
+    })
+    return table.assign(tied=[1, 2, 2, 3, 3, 3]) if with_column else table
+
+
+@pytest.mark.parametrize("with_column", [True, False], ids=["tied-column", "equal-ranks"])
+def test_ties_are_tagged_on_the_parent(logged, with_column):
+    run_id = logged.tracker.log_rank_job(DATASET, "4" * 32, {}, [], tied_ranking(with_column), {})
+    tags = logged.client.get_run(run_id).data.tags
+    assert {k: v for k, v in tags.items() if k.startswith("facezoo.ties.")} == {
+        "facezoo.ties.face": "rank 2 shared by b, c", "facezoo.ties.nc1": "rank 1 shared by a, b, c"}
+    assert logged.client.get_run(run_id).data.metrics["nc1/b"] == 0.5
+
+
+def test_the_tied_column_decides_over_equal_ranks(logged):
+    ranking = tied_ranking(True).assign(tied=1)  # a caller that says nothing is tied (e.g. a tolerance of zero)
+    run_id = logged.tracker.log_rank_job(DATASET, "5" * 32, {}, [], ranking, {})
+    assert not [k for k in logged.client.get_run(run_id).data.tags if k.startswith("facezoo.ties.")]
