@@ -68,6 +68,8 @@ def _echo_json(value: Any) -> None:
 def _print_ranking(summary: dict[str, Any]) -> None:
     import pandas as pd
 
+    from facezoo.metrics import describe_ties
+
     table = pd.DataFrame(summary["ranking"])
     if table.empty:
         typer.echo("no model could be scored")
@@ -77,8 +79,14 @@ def _print_ranking(summary: dict[str, Any]) -> None:
         ranks = ranks[first + [c for c in ranks.columns if c not in first]]
         if "face" in ranks.columns:
             ranks = ranks.sort_values("face")
-        typer.echo(f"Ranks on {summary['dataset']} (1 = predicted best; job {summary['job_id']}):\n")
-        typer.echo(ranks.to_string(float_format=lambda v: f"{v:.0f}", na_rep="–"))
+        # a shared rank reads "1=": equal scores (SFDA's 0.0 for every saturated model) must not pass for an order
+        cells = ["–" if pd.isna(r) else f"{r:.0f}{'=' if t > 1 else ''}" for r, t in zip(table["rank"], table["tied"])]
+        shown = table.assign(cell=cells).pivot(index="model", columns="metric", values="cell")
+        typer.echo(f"Ranks on {summary['dataset']} (1 = predicted best, 1= shared; job {summary['job_id']}):\n")
+        typer.echo(shown.loc[ranks.index, ranks.columns].to_string())
+        ties = describe_ties(table)
+        if ties:
+            typer.echo("\nties (equal scores):\n" + "\n".join(f"  {line}" for line in ties))
     for model, error in summary["failures"].items():
         typer.echo(f"FAILED {model}: {error}", err=True)
     for model, why in summary.get("skipped", {}).items():

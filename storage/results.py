@@ -120,9 +120,15 @@ CREATE TABLE IF NOT EXISTS scores (              -- metrics.rank_zoo output of o
     raw     DOUBLE,                              -- single-model value
     score   DOUBLE,                              -- zoo-normalised where the metric is
     rank    DOUBLE,                              -- 1 = predicted best
+    tied    INTEGER,                             -- models sharing this rank on this metric: 1 = no tie, 0 = failed
     seconds DOUBLE,                              -- time to compute this metric for this model
     PRIMARY KEY (job_id, model, metric)
 );
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS tied INTEGER;  -- scores written before ties were counted: count them
+UPDATE scores SET tied = (
+    SELECT count(*) FROM scores AS o
+    WHERE o.job_id = scores.job_id AND o.dataset = scores.dataset AND o.metric = scores.metric AND o.rank = scores.rank
+) WHERE tied IS NULL;
 CREATE TABLE IF NOT EXISTS failures (
     job_id VARCHAR,
     model  VARCHAR,
@@ -172,7 +178,7 @@ WITH ranked AS (
     SELECT * FROM ranked
     QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC, job_id) = 1
 )
-SELECT dataset, model, metric, score, rank, raw, job_id, finished_at
+SELECT dataset, model, metric, score, rank, tied, raw, job_id, finished_at
 FROM latest JOIN scores USING (dataset, job_id);
 """
 
@@ -495,10 +501,10 @@ class ResultsStore:
 
         Args:
             table: :func:`facezoo.metrics.rank_zoo` output, one row per (metric, model) with ``metric``, ``model``,
-                ``raw``, ``score``, ``rank``. NaN (a failed model or metric) is stored as NULL.
+                ``raw``, ``score``, ``rank``, ``tied``. NaN (a failed model or metric) is stored as NULL.
             seconds: ``{(model, metric): seconds}`` it took to compute each score; missing pairs are NULL.
         """
-        _check_columns(table, ["metric", "model", "raw", "score", "rank"], "scores table")
+        _check_columns(table, ["metric", "model", "raw", "score", "rank", "tied"], "scores table")
         _check_unique(table, ["model", "metric"], "scores table")
         seconds = seconds or {}
         models, metrics = [str(m) for m in table["model"]], [str(m) for m in table["metric"]]
@@ -507,17 +513,17 @@ class ResultsStore:
             _upsert(con, "scores", {
                 "job_id": [job_id] * len(table), "model": models, "dataset": [dataset] * len(table), "metric": metrics,
                 "raw": [_float(v) for v in table["raw"]], "score": [_float(v) for v in table["score"]],
-                "rank": [_float(v) for v in table["rank"]],
+                "rank": [_float(v) for v in table["rank"]], "tied": [_int(v) for v in table["tied"]],
                 "seconds": [_float(seconds.get(pair)) for pair in zip(models, metrics, strict=True)],
             }, ["job_id", "model", "metric"])
         return len(table)
 
     def scores(self, job_id: str) -> pd.DataFrame:
         """One job's scores in :func:`~facezoo.metrics.rank_zoo`'s shape plus ``seconds``: ``metric``, ``model``,
-        ``raw``, ``score``, ``rank``, ``seconds``, sorted by metric and rank (failed models last)."""
+        ``raw``, ``score``, ``rank``, ``tied``, ``seconds``, sorted by metric and rank (failed models last)."""
         with self._connect() as con:
             return con.execute(
-                "SELECT metric, model, raw, score, rank, seconds FROM scores WHERE job_id = ? "
+                "SELECT metric, model, raw, score, rank, tied, seconds FROM scores WHERE job_id = ? "
                 "ORDER BY metric, rank NULLS LAST, model",
                 [job_id],
             ).df()
@@ -598,7 +604,8 @@ class ResultsStore:
 
     def leaderboard(self, dataset: str | None = None) -> pd.DataFrame:
         """The ``leaderboard`` view (every dataset, or one): ``dataset``, ``model``, ``metric``, ``score``, ``rank``,
-        ``raw``, ``job_id``, ``finished_at``, sorted by dataset, metric and rank (failed models last)."""
+        ``tied`` (models sharing that rank), ``raw``, ``job_id``, ``finished_at``, sorted by dataset, metric and rank
+        (failed models last)."""
         with self._connect() as con:
             return con.execute(
                 "SELECT * FROM leaderboard WHERE ? IS NULL OR dataset = ? "

@@ -18,7 +18,7 @@ def zoo_scores():
 
 def test_rank_zoo_follows_each_metrics_direction():
     table = metrics.rank_zoo(zoo_scores())
-    assert list(table.columns) == ["metric", "model", "raw", "score", "rank"]
+    assert list(table.columns) == ["metric", "model", "raw", "score", "rank", "tied"]
     for metric in ["nc1", "hscore"]:  # monotone in the class separation
         ranked = table[table.metric == metric].sort_values("rank")
         assert ranked.model.tolist() == ["strong", "medium", "weak"], metric
@@ -66,6 +66,36 @@ def test_single_model_zoo_and_ties():
     assert (table["rank"] == 1).all()
     tied = metrics.rank_zoo({"a": {"hscore": 1.0}, "b": {"hscore": 1.0}, "c": {"hscore": 0.5}})
     assert tied.set_index("model")["rank"].to_dict() == {"a": 1.0, "b": 1.0, "c": 3.0}
+
+
+def test_ties_are_counted_and_described_for_each_metric():
+    # SFDA's saturation: five models score exactly 0.0 and share rank 1; hscore has a tie below the top
+    raw = {m: {"sfda": 0.0, "hscore": h} for m, h in zip("abcde", [3.0, 2.0, 2.0, 1.0, 0.5])}
+    raw["f"] = {"sfda": -0.3, "hscore": np.nan}  # failed metric: no rank, ties with nobody
+    table = metrics.rank_zoo(raw, ["hscore", "sfda"])
+    for metric, rows in table.groupby("metric"):
+        naive = [0 if np.isnan(r) else sum(other == r for other in rows["rank"]) for r in rows["rank"]]
+        assert rows["tied"].tolist() == naive, metric
+    assert table["tied"].dtype.kind == "i"
+    assert table.set_index(["metric", "model"]).loc[("sfda", "f"), "tied"] == 1
+    lines = ["hscore: 2 models tie at rank 2 (b, c)", "sfda: 5 models tie at rank 1 (a, b, c, d, e)"]
+    assert metrics.describe_ties(table) == lines
+    assert metrics.describe_ties(table.to_dict("records")) == lines  # what a --json summary carries
+    assert metrics.describe_ties(metrics.rank_zoo({"a": {"hscore": 1.0}, "b": {"hscore": 2.0}})) == []
+
+
+def test_the_printed_ranking_marks_shared_ranks_and_lists_the_ties(capsys):
+    from flows.cli import _print_ranking
+
+    raw = {m: {"sfda": 0.0, "hscore": h} for m, h in zip("abcde", [3.0, 2.0, 1.5, 1.0, 0.5])}
+    raw["f"] = {"sfda": -0.3, "hscore": 0.1}
+    summary = {"dataset": "pets", "job_id": "j", "failures": {}, "status": "completed",
+               "ranking": metrics.rank_zoo(raw, ["hscore", "sfda"]).to_dict("records")}
+    _print_ranking(summary)
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line[:1] in "abcdef" and line.strip()}
+    assert rows["a"] == ["1", "1="] and rows["e"] == ["5", "1="] and rows["f"] == ["6", "6"]
+    assert "sfda: 5 models tie at rank 1 (a, b, c, d, e)" in out and "hscore:" not in out
 
 
 def test_rank_zoo_errors():

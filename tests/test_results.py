@@ -43,8 +43,9 @@ def make_dataset(name="pets", n=10, n_classes=2, seed=0):
 
 def simple_scores(models, metrics=("logme", "hscore")):
     """A rank_zoo-shaped table without computing anything (cheap to build in spawned processes)."""
-    rows = [(metric, model, float(i), float(i), float(i + 1)) for metric in metrics for i, model in enumerate(models)]
-    return pd.DataFrame(rows, columns=["metric", "model", "raw", "score", "rank"])
+    rows = [(metric, model, float(i), float(i), float(i + 1), 1)
+            for metric in metrics for i, model in enumerate(models)]
+    return pd.DataFrame(rows, columns=["metric", "model", "raw", "score", "rank", "tied"])
 
 
 def test_schema_is_created_on_first_use_and_reopening_keeps_the_data(store):
@@ -159,6 +160,34 @@ def test_a_results_file_from_before_the_process_columns_gains_them(tmp_path):
     assert store.job("old")["pid"] is None and store.job(store.start_job("rank", "z", "d", {}))["pid"] > 0
 
 
+def test_a_results_file_from_before_ties_were_counted_gains_them_and_the_leaderboard_shows_them(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE jobs (job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, zoo VARCHAR, dataset VARCHAR, "
+                "status VARCHAR NOT NULL, params VARCHAR, message VARCHAR, mlflow_run_id VARCHAR, "
+                "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP)")
+    con.execute("INSERT INTO jobs VALUES ('old', 'rank', 'z', 'd', 'completed', '{}', NULL, NULL, now(), now())")
+    con.execute("CREATE TABLE scores (job_id VARCHAR, model VARCHAR, dataset VARCHAR, metric VARCHAR, raw DOUBLE, "
+                "score DOUBLE, rank DOUBLE, seconds DOUBLE, PRIMARY KEY (job_id, model, metric))")
+    old = [("a", "sfda", 0.0, 1.0), ("b", "sfda", 0.0, 1.0), ("c", "sfda", -1.0, 3.0), ("d", "sfda", None, None),
+           ("a", "logme", 2.0, 1.0), ("b", "logme", 1.0, 2.0), ("c", "logme", 0.0, 3.0), ("d", "logme", None, None)]
+    for model, metric, value, rank in old:
+        con.execute("INSERT INTO scores VALUES ('old', ?, 'd', ?, ?, ?, ?, NULL)", [model, metric, value, value, rank])
+    con.close()
+    board = ResultsStore(path).leaderboard("d").set_index(["metric", "model"])["tied"]
+    assert board.to_dict() == {("logme", "a"): 1, ("logme", "b"): 1, ("logme", "c"): 1, ("logme", "d"): 0,
+                               ("sfda", "a"): 2, ("sfda", "b"): 2, ("sfda", "c"): 1, ("sfda", "d"): 0}
+
+
+def test_ties_are_stored_as_rank_zoo_counts_them(store):
+    job = store.start_job("rank", "small", "pets", {})
+    table = rank_zoo({"a": {"sfda": 0.0}, "b": {"sfda": 0.0}, "c": {"sfda": -2.0}, "d": {}}, ["sfda"])
+    store.write_scores(job, "pets", table)
+    store.finish_job(job, "completed")
+    assert store.scores(job).set_index("model")["tied"].to_dict() == {"a": 2, "b": 2, "c": 1, "d": 0}
+    assert store.query("SELECT model FROM leaderboard WHERE tied > 1 ORDER BY model")["model"].tolist() == ["a", "b"]
+
+
 def test_scores_round_trip_nan_as_null_and_rewrites_never_duplicate(store):
     job = store.start_job("rank", "small", "pets", {})
     seconds = {("resnet", "logme"): 0.25, ("vit", "hscore"): 0.5}
@@ -168,7 +197,7 @@ def test_scores_round_trip_nan_as_null_and_rewrites_never_duplicate(store):
     rewritten = ranking(seed=1, failed=("vit",))  # a re-run of the same job, without timings
     store.write_scores(job, "pets", rewritten)
     stored = store.scores(job)
-    assert list(stored.columns) == ["metric", "model", "raw", "score", "rank", "seconds"] and len(stored) == 6
+    assert list(stored.columns) == ["metric", "model", "raw", "score", "rank", "tied", "seconds"] and len(stored) == 6
     expected = rewritten.sort_values(["metric", "rank", "model"], na_position="last").reset_index(drop=True)
     pd.testing.assert_frame_equal(stored.drop(columns="seconds"), expected, check_dtype=False)
     assert stored["seconds"].isna().all()
@@ -256,7 +285,8 @@ def test_leaderboard_shows_the_latest_finished_ranking_per_dataset(store):
         "cars": [latest_cars], "pets": [latest_pets],
     }
     pets = store.leaderboard("pets")
-    assert list(pets.columns) == ["dataset", "model", "metric", "score", "rank", "raw", "job_id", "finished_at"]
+    assert list(pets.columns) == ["dataset", "model", "metric", "score", "rank", "tied", "raw", "job_id",
+                                  "finished_at"]
     expected = ranking(seed=2).sort_values(["metric", "rank", "model"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(pets[["model", "metric", "score", "rank", "raw"]],
                                   expected[["model", "metric", "score", "rank", "raw"]], check_dtype=False)

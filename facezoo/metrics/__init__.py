@@ -27,7 +27,7 @@ from facezoo.metrics.stats import FeatureStats
 
 __all__ = [
     "FeatureStats", "MetricInfo", "available", "info", "score", "score_many", "score_many_from_stats", "face_terms",
-    "rank_zoo",
+    "rank_zoo", "describe_ties",
 ]
 
 TERM_SEPARATOR = ":"
@@ -172,8 +172,10 @@ def rank_zoo(
     Returns:
         A long table with one row per (metric, model): ``metric``, ``model``, ``raw`` (the single-model value),
         ``score`` (zoo-normalised where the metric is, else the raw value), ``rank`` (1 = predicted best, following
-        the metric's direction; ties share the best rank; failed models rank last with NaN), sorted by metric and
-        rank.
+        the metric's direction; ties share the best rank; failed models rank last with NaN), ``tied`` (how many
+        models share that rank on that metric: 1 = no tie, 0 for a failed model), sorted by metric and rank.
+        Scores tie when they are equal to the last bit (SFDA gives exactly 0.0 to every model whose posteriors
+        are all 1 in float64): :func:`describe_ties` says so in words.
     """
     models = list(raw)
     if not models:
@@ -198,10 +200,24 @@ def rank_zoo(
             terms = {t: np.array([raw[m].get(prefix + t, np.nan) for m in models]) for t in term_names}
             zoo = metric.combine(terms, **{**metric.combine_options, **options.get(name, {})})
         order_key = -zoo if metric.higher_is_better else zoo
-        ranks = pd.Series(order_key).rank(method="min", na_option="keep").to_numpy()
+        ranks = pd.Series(order_key).rank(method="min", na_option="keep")
+        tied = ranks.map(ranks.value_counts()).fillna(0).astype(int).to_numpy()  # value_counts skips NaN: 0
         rows += [
-            {"metric": name, "model": m, "raw": v, "score": s, "rank": r}
-            for m, v, s, r in zip(models, value, zoo, ranks, strict=True)
+            {"metric": name, "model": m, "raw": v, "score": s, "rank": r, "tied": t}
+            for m, v, s, r, t in zip(models, value, zoo, ranks.to_numpy(), tied, strict=True)
         ]
-    table = pd.DataFrame(rows, columns=["metric", "model", "raw", "score", "rank"])
+    table = pd.DataFrame(rows, columns=["metric", "model", "raw", "score", "rank", "tied"])
     return table.sort_values(["metric", "rank", "model"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def describe_ties(table: pd.DataFrame) -> list[str]:
+    """One line per tie in a :func:`rank_zoo` table (or its records), ``"sfda: 5 models tie at rank 1 (a, b, c, d,
+    e)"``, by metric and rank; none when every model has a rank of its own."""
+    table = pd.DataFrame(table)
+    if table.empty:
+        return []
+    tied = table[table["tied"] > 1]
+    return [
+        f"{metric}: {len(group)} models tie at rank {rank:g} ({', '.join(sorted(map(str, group['model'])))})"
+        for (metric, rank), group in tied.groupby(["metric", "rank"], sort=True)
+    ]
