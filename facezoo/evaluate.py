@@ -4,6 +4,10 @@ The field's headline number is the weighted Kendall τ of Vigna (2015) with hype
 ``scipy.stats.weightedtau(score, accuracy)[0]`` with its defaults (You et al., LogME; Pándy et al., GBC; and later
 papers report it): swaps among the top models cost more than swaps at the bottom. Every function takes one score and
 one accuracy per model and validates them the same way.
+
+Ties in the score (SFDA gives exactly 0.0 to every model whose posteriors saturate) are ties, never an order: the
+τ's are τ-b (a tied pair is neither concordant nor discordant; SciPy's weighted τ follows Vigna's definition with
+ties), Spearman gives tied models their average rank, and the top-1 regret averages over the models tied at the top.
 """
 
 from __future__ import annotations
@@ -54,10 +58,12 @@ def spearman(score: Any, accuracy: Any) -> float:
 def top1_regret(score: Any, accuracy: Any) -> float:
     """Accuracy of the best model minus that of the model the score ranks first (≥ 0; 0 = picked the best).
 
-    Models tied for the top score count pessimistically: the worst of them is the one picked.
+    Models tied for the top score share the pick: the regret is the mean over them, the expected regret of a user
+    who picks one of them at random (the score says nothing more). Not the worst of them: a score that ties every
+    model would then look worse than a random ranking, where τ-b and Spearman rightly put it level with one (0).
     """
     score, accuracy = _pair(score, accuracy)
-    picked = accuracy[score == score.max()].min()
+    picked = accuracy[score == score.max()].mean()
     return float(accuracy.max() - picked)
 
 
