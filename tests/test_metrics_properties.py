@@ -114,11 +114,13 @@ def test_a_large_common_offset_is_not_cancellation(name):
 
 
 @pytest.mark.parametrize("offset", [0.0, 1.0, 1e2, 1e3, 1e4])
-def test_float32_features_under_a_common_offset_agree_with_their_float64_value(offset, logits_for):
+@pytest.mark.parametrize("per_dimension", [False, True], ids=["constant", "per-dimension"])
+def test_float32_features_under_a_common_offset_agree_with_their_float64_value(offset, per_dimension, logits_for):
     # pooled post-ReLU features and unnormalised embeddings have means far from zero: up to 1e4 × the spread, float32
     # statistics must give every metric (and every zoo term) its float64 value on exactly the same array
     x, y = make_classes(n_per_class=(120,) * 5, dim=32, separation=1.0)
-    single = (x + offset * x.std(0).mean()).astype(np.float32)
+    direction = np.random.default_rng(5).uniform(-1, 1, 32) if per_dimension else 1.0
+    single = (x + offset * x.std(0) * direction).astype(np.float32)
     logits = logits_for(y)
     got = metrics.score_many(single, y, ALL, logits=logits)
     want = metrics.score_many(single.astype(np.float64), y, ALL, logits=logits)
