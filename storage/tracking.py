@@ -514,3 +514,14 @@ class Tracker:
             "--artifacts-destination", self.artifact_root_uri,
             "--host", host, "--port", str(port),
         ]
+
+    def ui_urls(self, host: str = "127.0.0.1", port: int = 5000) -> dict[str, str]:
+        """``{dataset: address of its runs}`` in the UI of :meth:`ui_command`, one per active ``facezoo/``
+        experiment. MLflow 3.17's UI ignores ``mlflow.experimentKind``: it shows model-training pages when the link
+        says ``workflowType=machine_learning`` (or the browser remembers its switch), GenAI pages otherwise."""
+        experiments = self.client.search_experiments(filter_string="name LIKE 'facezoo/%'")
+        return {
+            e.name.removeprefix("facezoo/"): f"http://{host}:{port}/#/experiments/{e.experiment_id}/runs"
+                                              "?workflowType=machine_learning"
+            for e in sorted(experiments, key=lambda e: e.name)
+        }

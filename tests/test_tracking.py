@@ -313,3 +313,11 @@ def test_the_tied_column_decides_over_equal_ranks(logged):
     ranking = tied_ranking(True).assign(tied=1)  # a caller that says nothing is tied (e.g. a tolerance of zero)
     run_id = logged.tracker.log_rank_job(DATASET, "5" * 32, {}, [], ranking, {})
     assert not [k for k in logged.client.get_run(run_id).data.tags if k.startswith("facezoo.ties.")]
+
+
+def test_ui_urls_open_each_experiment_on_its_runs(logged):
+    urls = logged.tracker.ui_urls(port=5001)
+    experiment = logged.tracker.experiment_for(DATASET)
+    assert urls[DATASET] == f"http://127.0.0.1:5001/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    logged.client.create_experiment("not-facezoo")
+    assert DATASET in logged.tracker.ui_urls() and "not-facezoo" not in logged.tracker.ui_urls()
