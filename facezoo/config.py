@@ -73,6 +73,11 @@ class Home(BaseModel):
     def prefect(self) -> Path:
         return self.root / "prefect"
 
+    @property
+    def onnx(self) -> Path:
+        """ONNX exports of the models and their equality verdicts (facezoo.backends), by content digest."""
+        return self.root / "onnx"
+
     def ensure(self, min_free_bytes: int | None = None) -> "Home":
         """Create the folders; fail early, with one line, if the home is not writable or the disk is nearly full
         (below ``min_free_bytes``, default ``$FACEZOO_MIN_FREE_MB`` MiB or :data:`MIN_FREE_BYTES`)."""

@@ -2,8 +2,9 @@
 
 A ``DataLoader`` with worker processes decodes and preprocesses samples while the main process runs the model under
 ``torch.inference_mode`` on the best device: CUDA with bf16 autocast and channels-last memory when there is a GPU,
-else the CPU with all its cores for the model (workers only decode). Features come back as float32 NumPy in dataset
-order, with the labels, the sample ids and, when the model has a classifier head, its logits.
+else the CPU with all its cores for the model (workers only decode), on the backend :mod:`facezoo.backends` chooses
+(ONNX Runtime for models that export, proven equal to eager on the first batch). Features come back as float32
+NumPy in dataset order, with the labels, the sample ids and, when the model has a classifier head, its logits.
 
 Segmentation: the model's last feature map is sampled at class-balanced pixel positions of each mask
 (``pixels_per_image``, ignore label skipped), by bilinear interpolation at those positions of the map resized to the
@@ -18,6 +19,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from facezoo import backends
+from facezoo import progress as progress_report
 from facezoo.data.base import Dataset
 from facezoo.errors import FaceZooError, first_line
 from facezoo.models.base import ModelAdapter
@@ -37,7 +41,8 @@ EXTRACTION_VERSION = "1"  # part of every cache key: bump when the engine's outp
 @dataclass
 class Extracted:
     """What extraction produces: ``features`` (N, D) float32, ``labels`` (N,) int64, ``sample_ids`` (N,) str,
-    ``logits`` (N, C) float32 or None, and throughput figures (``seconds``, ``samples_per_second``)."""
+    ``logits`` (N, C) float32 or None, throughput figures (``seconds``, ``samples_per_second``) and the ``backend``
+    that ran the model (see :mod:`facezoo.backends`)."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -45,6 +50,7 @@ class Extracted:
     logits: np.ndarray | None
     seconds: float
     samples_per_second: float
+    backend: str
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -95,15 +101,6 @@ class _Collate:
         return index, batch, masks
 
 
-def _to_device(batch: Any, device: torch.device, channels_last: bool) -> Any:
-    if isinstance(batch, torch.Tensor):
-        batch = batch.to(device, non_blocking=True)
-        return batch.contiguous(memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch
-    if isinstance(batch, dict) or hasattr(batch, "items"):
-        return {k: _to_device(v, device, False) for k, v in batch.items()}
-    return batch  # e.g. a list of strings for models that tokenise themselves
-
-
 def sample_pixels(
     feature_map: torch.Tensor, mask: torch.Tensor, n_pixels: int, ignore_index: int | None, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -152,6 +149,8 @@ def extract(
     batch_size: int = 64,
     num_workers: int | None = None,
     device: str = "auto",
+    backend: str = "auto",
+    export_dir: str | Path | None = None,
     pixels_per_image: int = 1000,
     seed: int = 0,
     threads: int | None = None,
@@ -163,10 +162,14 @@ def extract(
         batch_size: samples per forward pass; out of memory, the extraction starts over at half of it, down to 1.
         num_workers: DataLoader workers (default: 1 on a multi-core CPU, up to 8 with a GPU).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        backend: ``"auto"``, ``"eager"``, ``"channels-last"`` or ``"onnxruntime"`` (see :mod:`facezoo.backends`; a
+            model that cannot use the one asked for runs on its fallback, which ``Extracted.backend`` names).
+        export_dir: where ONNX exports and equality verdicts are cached (``<home>/onnx``); None: in memory only.
         pixels_per_image: segmentation only: class-balanced pixels sampled per image.
         seed: segmentation only: the pixel sampling is a deterministic function of ``seed`` and the sample index.
         threads: CPU threads for the model (default: every core this process may use); restored afterwards.
-        progress: show a progress bar with throughput (on a terminal).
+        progress: report progress through :mod:`facezoo.progress` (a bar on a terminal, timed lines in a log);
+            False: silence.
     """
     if dataset.task != "segmentation" and model.modality != dataset.task:
         raise FaceZooError(f"model {model.name!r} reads {model.modality}, dataset {dataset.name!r} is {dataset.task}")
@@ -174,14 +177,17 @@ def extract(
         raise FaceZooError(f"dataset {dataset.name!r} is empty")
     dense = dataset.task == "segmentation"
     dev = pick_device(device)
+    chosen = backends.choose(model, dev, backend, dense=dense, export_dir=export_dir)
     workers = _default_workers(dev) if num_workers is None else num_workers
     previous_threads = torch.get_num_threads()
+    threads = threads or _cpu_count()
     if dev.type == "cpu":
-        torch.set_num_threads(threads or _cpu_count())  # deliberately: concurrent tasks pass their share
+        torch.set_num_threads(threads)  # deliberately: concurrent tasks pass their share
     try:
         while True:
             try:
-                return _run(model, dataset, dev, workers, batch_size, dense, pixels_per_image, seed, progress)
+                run = backends.runner(model, dev, chosen, export_dir=export_dir, threads=threads)
+                return _run(model, dataset, run, workers, batch_size, dense, pixels_per_image, seed, progress)
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
                 if not _out_of_memory(error):
                     raise
@@ -209,7 +215,7 @@ def _cpu_count() -> int:
 def _run(
     model: ModelAdapter,
     dataset: Dataset,
-    dev: torch.device,
+    run: backends.Runner,
     workers: int,
     batch_size: int,
     dense: bool,
@@ -217,8 +223,7 @@ def _run(
     seed: int,
     progress: bool,
 ) -> Extracted:
-    channels_last = dev.type == "cuda" and model.supports_channels_last
-    model.to(dev)
+    dev = run.device
     loader = DataLoader(
         _Samples(dataset, model, dense),
         batch_size=batch_size,
@@ -231,11 +236,14 @@ def _run(
         persistent_workers=False,
     )
     features, logits, labels, ids = [], [], [], []
-    bar = _progress(len(dataset), f"{model.name} × {dataset.name}", progress)
+    unit = "text" if model.modality == "text" else "img"
+    bar = progress_report.task(len(dataset), f"extracting {model.name}", unit=unit, enabled=progress)
     start = time.perf_counter()
     with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         for index, batch, masks in loader:
-            batch = _to_device(batch, dev, channels_last)
+            if not run.checked:
+                run = run.check(batch)  # equality with eager, proven once per model and backend
+            batch = run.format(batch)
             if dense:
                 maps = model.feature_maps(batch)
                 for i, fmap, mask in zip(index, maps, masks, strict=True):
@@ -245,7 +253,7 @@ def _run(
                     labels.append(lab.numpy())
                     ids.extend(f"{dataset.sample_ids[i]}@{int(p)}" for p in pix)
             else:
-                out = model.forward(batch)
+                out = run.forward(batch)
                 features.append(out["features"].float().cpu().numpy())
                 if out.get("logits") is not None:
                     logits.append(out["logits"].float().cpu().numpy())
@@ -253,7 +261,7 @@ def _run(
                 ids.extend(dataset.sample_ids[index].tolist())
             bar.update(len(index))
     seconds = time.perf_counter() - start
-    bar.close()
+    bar.close(note=run.backend)
     return Extracted(
         features=np.ascontiguousarray(np.concatenate(features), dtype=np.float32),
         labels=np.concatenate(labels).astype(np.int64),
@@ -261,10 +269,5 @@ def _run(
         logits=np.ascontiguousarray(np.concatenate(logits), dtype=np.float32) if logits else None,
         seconds=seconds,
         samples_per_second=len(dataset) / seconds if seconds > 0 else float("inf"),
+        backend=run.backend,
     )
-
-
-def _progress(total: int, description: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, unit="sample", disable=not enabled, leave=False, dynamic_ncols=True)

@@ -9,9 +9,10 @@ from typing import Any
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from facezoo import __version__
+from facezoo import __version__, backends
+from facezoo.config import Home
 from facezoo.data.base import Dataset
-from facezoo.extract import EXTRACTION_VERSION, extract
+from facezoo.extract import EXTRACTION_VERSION, extract, pick_device
 from facezoo.models.base import ModelAdapter
 from facezoo.models.zoo import ModelSpec
 from storage.features import FeatureSet, FeatureStore, cache_key
@@ -22,13 +23,18 @@ __all__ = ["FeatureRef", "extract_features", "feature_key", "stored_features"]
 
 
 def feature_key(
-    model: ModelAdapter, dataset: Dataset, split: str, *, pixels_per_image: int = 1000, seed: int = 0
+    model: ModelAdapter, dataset: Dataset, split: str, *, backend: str, pixels_per_image: int = 1000, seed: int = 0
 ) -> str:
-    """The cache key: everything that determines the stored features, and nothing that does not (names, paths)."""
+    """The cache key: everything that determines the stored features, and nothing that does not (names, paths).
+
+    ``backend`` is the one that runs the model (:func:`facezoo.backends.choose`): features of different backends
+    agree to 1e-4 of their scale, not bit for bit, so they are never mixed silently.
+    """
     dense = {"pixels_per_image": pixels_per_image, "seed": seed} if dataset.task == "segmentation" else {}
     return cache_key(
         model_source=model.source, weights=model.digest, preprocessing=model.preprocessing,
-        dataset=dataset.fingerprint, split=split, task=dataset.task, extraction=EXTRACTION_VERSION, **dense,
+        dataset=dataset.fingerprint, split=split, task=dataset.task, extraction=EXTRACTION_VERSION, backend=backend,
+        **dense,
     )
 
 
@@ -41,18 +47,24 @@ def stored_features(
 ) -> tuple[FeatureSet, bool]:
     """``(features, cache_hit)``: the stored extraction of ``split``, extracting (and storing) only on a miss.
 
-    ``extract_options`` go to :func:`facezoo.extract.extract` (batch size, device, workers, pixels, seed, ...).
+    ``extract_options`` go to :func:`facezoo.extract.extract` (batch size, device, backend, workers, pixels, seed,
+    ...); ``export_dir`` defaults to the home's ``onnx/`` folder, where exports and equality verdicts are cached.
     """
-    key = feature_key(model, dataset, split, pixels_per_image=extract_options.get("pixels_per_image", 1000),
-                      seed=extract_options.get("seed", 0))
+    options = {"export_dir": str(Home.resolve().onnx), **extract_options}
+    backend = backends.choose(model, pick_device(options.get("device", "auto")), options.get("backend", "auto"),
+                              dense=dataset.task == "segmentation", export_dir=options["export_dir"])
+    keyed = {"pixels_per_image": options.get("pixels_per_image", 1000), "seed": options.get("seed", 0)}
+    key = feature_key(model, dataset, split, backend=backend, **keyed)
     found = store.get(model.name, dataset.name, split, key)
     if found is not None:
         return found, True
-    out = extract(model, dataset.subset(split), **extract_options)
+    out = extract(model, dataset.subset(split), **{**options, "backend": backend})
+    if out.backend != backend:  # rejected by its equality check on this first run: stored as what ran
+        key = feature_key(model, dataset, split, backend=out.backend, **keyed)
     metadata = {
         "model_source": model.source, "weights_digest": model.digest, "preprocessing": model.preprocessing,
         "dataset_fingerprint": dataset.fingerprint, "dataset_source": dataset.source, "task": dataset.task,
-        "extraction_version": EXTRACTION_VERSION, "code_version": __version__,
+        "extraction_version": EXTRACTION_VERSION, "code_version": __version__, "backend": out.backend,
         "extraction_seconds": out.seconds, "samples_per_second": out.samples_per_second,
     }
     stored = store.put(
@@ -75,6 +87,7 @@ class FeatureRef(BaseModel):
     dataset: str
     split: str
     cache_key: str
+    backend: str
     path: str
     cache_hit: bool
     n: int
@@ -92,6 +105,6 @@ def extract_features(
     return FeatureRef(
         model=model.name, source=model.source, digest=model.digest, modality=model.modality, dim=model.dim,
         num_logits=model.num_logits, preprocessing=model.preprocessing, dataset=dataset.name, split=split,
-        cache_key=stored.metadata["cache_key"], path=str(stored.path), cache_hit=hit, n=len(stored.labels),
+        cache_key=stored.metadata["cache_key"], backend=stored.metadata["backend"], path=str(stored.path), cache_hit=hit, n=len(stored.labels),
         extraction_seconds=0.0 if hit else float(stored.metadata["extraction_seconds"]),
     )

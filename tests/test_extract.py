@@ -1,10 +1,15 @@
-"""The extraction engine: batching, workers, ordering, logits, and class-balanced pixel sampling for segmentation."""
+"""The extraction engine: batching, workers, ordering, logits, class-balanced pixel sampling for segmentation, and
+the inference backends (ONNX Runtime and channels-last proven equal to eager, fallbacks, export cache, cache keys)."""
+
+import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from facezoo import backends
 from facezoo.data.base import Dataset, Fingerprint
 from facezoo.errors import FaceZooError
 from facezoo.extract import extract, pick_device, sample_pixels
@@ -162,9 +167,11 @@ def test_a_second_request_for_the_same_key_reads_and_never_re_extracts(tmp_path)
     assert hit and Counting.calls == calls
     np.testing.assert_array_equal(second.features, first.features)
     assert second.metadata["weights_digest"] == "0" and second.metadata["dataset_fingerprint"] == dataset.fingerprint
+    assert second.metadata["backend"] == "eager"  # MeanColour exports nothing and has no convolutions
     other = MeanColour()
     other.digest = "1"  # new weights: a new key
-    assert feature_key(other, dataset, "train") != feature_key(model, dataset, "train")
+    assert feature_key(other, dataset, "train", backend="eager") != feature_key(model, dataset, "train",
+                                                                                backend="eager")
 
 
 class RunsOutOfMemory(MeanColour):
@@ -202,3 +209,185 @@ def test_out_of_memory_at_batch_size_one_is_one_clear_error():
 class _Broken(MeanColour):
     def forward(self, batch):
         raise RuntimeError("shape mismatch")
+
+
+# ---------------------------------------------------------------------------------------------- backends
+def tiny_timm(arch="test_resnet"):
+    from facezoo.models import create_model
+
+    return create_model(f"timm:{arch}", pretrained=False)
+
+
+def colour_images(n=12):
+    """Smooth random images (not solid colours: a graph that ignored spatial structure must show)."""
+    rng = np.random.default_rng(3)
+    pictures = [np.clip(rng.normal(128, 60, (5, 7, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
+    labels = np.arange(n) % 2
+    return Dataset("pictures", "image", list(range(n)), labels, ("a", "b"), np.array(["train"] * n),
+                   np.array([f"p{i}" for i in range(n)]), "fp-pictures", _Pictures(pictures))
+
+
+class _Pictures:
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __call__(self, i):
+        return Image.fromarray(self.arrays[i]).resize((40, 28), Image.BILINEAR)
+
+
+def assert_equal_within_tolerance(reference, candidate):
+    """The backends' rule, recomputed naively in float64: per-sample cosine and max difference over the scale."""
+    for name in ("features", "logits"):
+        a, b = getattr(reference, name).astype(np.float64), getattr(candidate, name).astype(np.float64)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cos.min() >= backends.MIN_COSINE, name
+        assert np.abs(a - b).max() <= backends.MAX_RELATIVE_DIFFERENCE * np.abs(a).max(), name
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "test_efficientnet", "test_vit"])
+def test_onnxruntime_features_equal_eager_for_tiny_timm_models(arch, tmp_path):
+    model, dataset = tiny_timm(arch), colour_images()
+    eager = extract(model, dataset, batch_size=8, num_workers=0, device="cpu", backend="eager", progress=False)
+    ours = extract(model, dataset, batch_size=8, num_workers=0, device="cpu", backend="auto", export_dir=tmp_path,
+                   progress=False)
+    assert (eager.backend, ours.backend) == ("eager", "onnxruntime")
+    assert_equal_within_tolerance(eager, ours)
+    assert not np.array_equal(ours.features, eager.features)  # really another runtime, not eager again
+    np.testing.assert_array_equal(ours.sample_ids, dataset.sample_ids)
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+
+def test_channels_last_is_the_cpu_fallback_of_convolutional_networks(tmp_path):
+    model, dataset = tiny_timm(), colour_images(8)
+    eager = extract(model, dataset, batch_size=4, num_workers=0, device="cpu", backend="eager", progress=False)
+    out = extract(model, dataset, batch_size=4, num_workers=0, device="cpu", backend="channels-last",
+                  export_dir=tmp_path, progress=False)
+    assert out.backend == "channels-last"
+    assert_equal_within_tolerance(eager, out)
+    assert next(model.model.parameters()).is_contiguous(memory_format=torch.channels_last)
+    assert backends.choose(MeanColour(), torch.device("cpu"), "auto") == "eager"  # neither exportable nor a CNN
+
+
+def test_the_export_is_cached_and_checked_once(tmp_path, monkeypatch):
+    exports, checks = [], []
+    real_export, real_check = torch.onnx.export, backends.Runner.check
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    monkeypatch.setattr(backends.Runner, "check", lambda self, batch: checks.append(1) or real_check(self, batch))
+    dataset = colour_images(6)
+    first = extract(tiny_timm(), dataset, batch_size=4, num_workers=0, device="cpu", export_dir=tmp_path,
+                    progress=False)
+    second = extract(tiny_timm(), dataset, batch_size=4, num_workers=0, device="cpu", export_dir=tmp_path,
+                     progress=False)
+    assert (first.backend, second.backend) == ("onnxruntime", "onnxruntime")
+    assert (len(exports), len(checks)) == (1, 1)
+    np.testing.assert_array_equal(first.features, second.features)
+    verdict = json.loads(next(tmp_path.glob("*.onnxruntime.json")).read_text())
+    assert verdict["ok"] and verdict["cosine"] >= backends.MIN_COSINE
+
+
+class _NumpyInside(MeanColour):
+    """Exportable in form, but its forward leaves torch: the trace bakes the example's outputs in as constants."""
+
+    def export_example(self):
+        return torch.zeros(2, 3, 8, 8)
+
+    def forward(self, batch):
+        means = torch.from_numpy(batch.mean((2, 3)).numpy())
+        return {"features": torch.cat([means, means[:, :2]], 1), "logits": means * 10}
+
+
+class _BranchInside(_NumpyInside):
+    """Python control flow on the data: the trace keeps the branch of its blank example (the sign flips)."""
+
+    def forward(self, batch):
+        out = MeanColour.forward(self, batch)
+        sign = 1.0 if float(batch.sum()) > 0 else -1.0
+        return {"features": out["features"] * sign, "logits": out["logits"]}
+
+
+def test_a_backend_whose_outputs_differ_falls_back_to_eager_with_one_warning(tmp_path):
+    dataset, colours = colour_dataset()
+    with pytest.warns(UserWarning, match=r"backend onnxruntime rejected \(features cosine -1.0000000 < 0.99999"):
+        extract(_BranchInside(), dataset, batch_size=8, num_workers=0, device="cpu", progress=False)
+    with pytest.warns(UserWarning, match=r"backend onnxruntime rejected \(features shape \(2, 5\) != \(8, 5\)") \
+            as caught:
+        out = extract(_NumpyInside(), dataset, batch_size=8, num_workers=0, device="cpu", export_dir=tmp_path,
+                      progress=False)
+    assert len([w for w in caught if "rejected" in str(w.message)]) == 1
+    assert out.backend == "eager"
+    np.testing.assert_allclose(out.features[:, :3], colours / 255, atol=1e-6)  # eager's values
+    assert not json.loads(next(tmp_path.glob("*.onnxruntime.json")).read_text())["ok"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the recorded verdict: straight to eager, no second warning, no re-export
+        assert backends.choose(_NumpyInside(), torch.device("cpu"), "auto", export_dir=tmp_path) == "eager"
+
+
+def test_a_model_that_fails_to_export_falls_back_with_one_warning(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    model, dataset = tiny_timm(), colour_images(4)
+    with pytest.warns(UserWarning, match="export failed: RuntimeError: Exporting the operator") as caught:
+        out = extract(model, dataset, batch_size=4, num_workers=0, device="cpu", export_dir=tmp_path, progress=False)
+    assert len([w for w in caught if "rejected" in str(w.message)]) == 1
+    assert out.backend == "channels-last"
+    assert backends.choose(model, torch.device("cpu"), "auto", export_dir=tmp_path) == "channels-last"
+
+
+def test_the_backend_is_part_of_the_cache_key_and_recorded(tmp_path):
+    from storage.features import FeatureStore
+    from tasks.extract import feature_key, stored_features
+
+    model, dataset = tiny_timm(), colour_images(6)
+    keys = {b: feature_key(model, dataset, "train", backend=b) for b in ("eager", "channels-last", "onnxruntime")}
+    assert len(set(keys.values())) == 3
+    store = FeatureStore(tmp_path / "features")
+    options = {"num_workers": 0, "device": "cpu", "progress": False, "export_dir": str(tmp_path / "onnx")}
+    ort, hit = stored_features(model, dataset, "train", store, **options)
+    assert not hit and ort.metadata["backend"] == "onnxruntime" and ort.metadata["cache_key"] == keys["onnxruntime"]
+    eager, hit = stored_features(model, dataset, "train", store, backend="eager", **options)
+    assert not hit and eager.metadata["backend"] == "eager" and eager.metadata["cache_key"] == keys["eager"]
+    again, hit = stored_features(model, dataset, "train", store, **options)
+    assert hit and again.metadata["cache_key"] == keys["onnxruntime"]
+
+
+def test_a_rejected_backend_stores_its_features_under_the_backend_that_ran(tmp_path):
+    from storage.features import FeatureStore
+    from tasks.extract import feature_key, stored_features
+
+    dataset, _ = colour_dataset()
+    store = FeatureStore(tmp_path / "features")
+    options = {"num_workers": 0, "device": "cpu", "progress": False, "export_dir": str(tmp_path / "onnx")}
+    with pytest.warns(UserWarning, match="rejected"):
+        first, hit = stored_features(_NumpyInside(), dataset, "train", store, **options)
+    assert not hit and first.metadata["cache_key"] == feature_key(_NumpyInside(), dataset, "train", backend="eager")
+    second, hit = stored_features(_NumpyInside(), dataset, "train", store, **options)
+    assert hit  # the verdict sends the lookup to eager's key at once
+
+
+def test_backend_names_and_devices_are_checked():
+    with pytest.raises(FaceZooError, match="unknown backend 'tensorrt'; choose one of auto, eager"):
+        backends.choose(tiny_timm(), torch.device("cpu"), "tensorrt")
+    with pytest.raises(FaceZooError, match="backend 'onnxruntime' runs on the CPU"):
+        backends.choose(tiny_timm(), torch.device("cuda"), "onnxruntime")
+    assert backends.choose(tiny_timm(), torch.device("cuda"), "auto") == "eager"
+
+
+def test_compare_applies_the_cosine_and_scale_tolerances():
+    rng = np.random.default_rng(0)
+    ref = torch.from_numpy(rng.normal(size=(6, 50)).astype(np.float32))
+    scale = float(ref.abs().max())
+    assert backends.compare({"features": ref}, {"features": ref.clone()})["ok"]
+    small = ref.clone()
+    small[2, 3] += 0.5e-4 * scale
+    assert backends.compare({"features": ref}, {"features": small})["ok"]
+    large = ref.clone()
+    large[2, 3] += 2e-4 * scale
+    verdict = backends.compare({"features": ref}, {"features": large})
+    assert not verdict["ok"] and "differ by 2.0e-04" in verdict["reason"]
+    flipped = ref.clone()
+    flipped[4] = -flipped[4]
+    verdict = backends.compare({"features": ref}, {"features": flipped})
+    assert not verdict["ok"] and verdict["cosine"] == pytest.approx(-1.0)
+    assert not backends.compare({"features": ref, "logits": ref}, {"features": ref})["ok"]  # logits missing

@@ -55,13 +55,17 @@ class TorchImageAdapter(DetachableAdapter):
     def supports_channels_last(self) -> bool:
         return self._channels_last
 
-    def to(self, device: torch.device | str) -> TorchImageAdapter:
+    def to(self, device: torch.device | str, channels_last: bool | None = None) -> TorchImageAdapter:
         device = torch.device(device)
-        model = self._require("model").to(device)
-        if device.type == "cuda" and self._channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        if channels_last is None:
+            channels_last = device.type == "cuda" and self._channels_last
+        layout = torch.channels_last if channels_last and self._channels_last else torch.contiguous_format
+        self.model = self._require("model").to(device).to(memory_format=layout)
         return self
+
+    def export_example(self) -> torch.Tensor:
+        """Two blank images at the model's input size (the batch axis is dynamic in the export)."""
+        return torch.zeros(2, *self.preprocessing["input_size"])
 
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` batch on the model's device and dtype."""

@@ -62,6 +62,10 @@ class ModelAdapter(ABC):
     num_logits: int | None = None
     digest: str
     preprocessing: dict[str, Any]
+    # what runs ``forward``: "torch" (the engine may run it on another backend, see facezoo.backends), else the
+    # model's own runtime ("onnxruntime", "numpy", ...), which the engine records as the backend
+    runtime: str = "torch"
+    export_axes: dict[int, str] = {0: "batch"}  # axes of every exported input that vary between batches
 
     @abstractmethod
     def preprocess(self, sample: Any) -> Any:
@@ -104,9 +108,15 @@ class ModelAdapter(ABC):
         """
         raise NotTrainable(f"model {self.name!r} ({self.source}) cannot be trained end to end")
 
-    def to(self, device: torch.device | str) -> "ModelAdapter":
-        """Move the model to ``device`` (no-op for CPU-only backends such as ONNX Runtime on CPU)."""
+    def to(self, device: torch.device | str, channels_last: bool | None = None) -> "ModelAdapter":
+        """Move the model to ``device`` (no-op for CPU-only backends such as ONNX Runtime on CPU); ``channels_last``:
+        the memory format of a convolutional network's weights (default: channels-last on CUDA when supported)."""
         return self
+
+    def export_example(self) -> Any | None:
+        """A small collated batch to trace ``forward`` with for ONNX export (a tensor, or a mapping of tensors whose
+        :attr:`export_axes` vary), or None when the model cannot be exported (the default)."""
+        return None
 
     @property
     def supports_channels_last(self) -> bool:

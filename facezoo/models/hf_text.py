@@ -41,6 +41,7 @@ class HfTextAdapter(TextAdapter):
     """A transformers encoder; ``collate`` tokenises (the tokenizer pickles, the model stays in the main process)."""
 
     _detached = ("model",)
+    export_axes = {0: "batch", 1: "sequence"}
 
     def __init__(self, *, name: str, source: str, model: torch.nn.Module, tokenizer: Any, pooling: Pooling,
                  max_length: int, num_logits: int | None, digest: str):
@@ -58,9 +59,13 @@ class HfTextAdapter(TextAdapter):
         return self.tokenizer(list(items), padding=True, truncation=True, max_length=self.max_length,
                               return_tensors="pt")
 
-    def to(self, device: torch.device | str) -> HfTextAdapter:
+    def to(self, device: torch.device | str, channels_last: bool | None = None) -> HfTextAdapter:
         self.model = self._require("model").to(device)
         return self
+
+    def export_example(self) -> dict[str, torch.Tensor]:
+        """Two texts of different lengths: the trace sees padding, and both axes vary in the export."""
+        return dict(self.collate(["a", "an example sentence, long enough to pad the first one"]))
 
     def trainable(self, dense: bool = False) -> torch.nn.Module:
         if dense:

@@ -71,6 +71,7 @@ class OnnxAdapter(DetachableAdapter):
     """An ONNX image classifier; ``preprocess`` gives CHW tensors, ``forward`` transposes to NHWC if the graph wants."""
 
     modality = "image"
+    runtime = "onnxruntime"
     _detached = ("session",)
 
     def __init__(self, *, name: str, source: str, session: Any, transform: ImagePreprocessing, layout: str,

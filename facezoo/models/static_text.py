@@ -19,6 +19,7 @@ class WordLlamaAdapter(TextAdapter):
     """WordLlama static token embeddings, average-pooled by WordLlama itself: ``(B, 256)``; no classifier."""
 
     _detached = ("wordllama",)
+    runtime = "wordllama"
 
     def __init__(self, *, name: str, source: str, wordllama: Any, dim: int, digest: str, config: str):
         self.name, self.source, self.digest = name, source, digest
@@ -39,6 +40,7 @@ class FastTextAdapter(TextAdapter):
     log-probabilities of its labels ``(B, C)`` as logits, in the model file's fixed label order."""
 
     _detached = ("fasttext",)
+    runtime = "fasttext"
     # fastText clamps probabilities through log(p + 1e-5); labels below that are not returned and get this floor
     _FLOOR = 1e-5
 
