@@ -129,6 +129,19 @@ def test_float32_features_under_a_common_offset_agree_with_their_float64_value(o
     assert not off, off
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_float32_features_with_fewer_samples_than_dimensions_agree_with_their_float64_value(offset, logits_for):
+    # N < D: a float32 D×D Gram fills the D − N null directions with rounding that TransRate's 1/ε multiplied
+    # (5e-4 relative at offset 1e4); the N×N sample Gram has none of them
+    x, y = make_classes(n_per_class=(25,) * 4, dim=200, separation=1.0)
+    single = (x + offset * x.std(0)).astype(np.float32)
+    logits = logits_for(y)
+    got = metrics.score_many(single, y, ALL, logits=logits)
+    want = metrics.score_many(single.astype(np.float64), y, ALL, logits=logits)
+    off = {k: (got[k], want[k]) for k in want if not got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-12)}
+    assert not off, off
+
+
 @pytest.mark.parametrize("name", FEATURE_METRICS)
 def test_fewer_samples_than_dimensions_works(name):
     x, y = make_classes(n_per_class=(6, 5, 7), dim=50)

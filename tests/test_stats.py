@@ -67,6 +67,15 @@ def test_row_logsumexp_and_class_blocks():
                                    (x[y == k] - x.mean(0)) @ (x[y == k] - x.mean(0)).T, rtol=1e-12)
 
 
+def test_centred_small_gram_is_the_smaller_gram_of_the_centred_rows():
+    x, y = make_classes(n_per_class=(6, 5, 7), dim=30, offset=1e3)  # N < D: the N×N sample Gram, class order
+    z = (x - x.mean(0))[np.argsort(y, kind="stable")]
+    np.testing.assert_allclose(FeatureStats(x, y).centred_small_gram(), z @ z.T, rtol=1e-9, atol=1e-9 * len(x))
+    x, y = make_classes(dim=5)
+    np.testing.assert_allclose(FeatureStats(x, y).centred_small_gram(), (x - x.mean(0)).T @ (x - x.mean(0)),
+                               rtol=1e-12)
+
+
 def test_float32_input_is_read_in_float32_and_accumulated_in_float64():
     x, y = make_classes(n_per_class=(3000, 2000), dim=6, offset=50.0)
     stats = FeatureStats(x.astype(np.float32), y, gram=True, chunk_rows=512)

@@ -457,6 +457,20 @@ class FeatureStats:
         """``BᵀB`` or ``BBᵀ`` of a block, whichever is smaller (same non-zero spectrum), float64."""
         return self._ops.gram(block) if block.shape[0] >= block.shape[1] else self._ops.gram(block.T)
 
+    def centred_small_gram(self) -> np.ndarray:
+        """:meth:`small_gram` of all rows centred on the global mean: ``N·Σ_T`` ``(D, D)`` for N ≥ D, else the
+        ``(N, N)`` sample Gram ``Z Zᵀ`` (rows in class order), which has Σ_T's non-zero spectrum without the D − N
+        null directions that a float32 D×D Gram fills with rounding noise (~eps × its scale). N < D: one gather of
+        the rows, O(N·D) memory, less than the D×D Gram's."""
+        if self.n >= self.dim:
+            return self.n * self.covariance
+        z = self._ops.rows(self.features, self.order)
+        z -= self._ops.const(self.shift)  # two steps, as in class_blocks
+        z -= self._ops.const(self._mean_shifted)
+        g = self.small_gram(z)
+        r = g.mean(0)  # centred rows: Z Zᵀ 1 = 0 exactly; project out the rounding in that one null direction too
+        return g - r[:, None] - r[None, :] + r.mean()
+
     def memo(self, key: Any, compute: Any) -> Any:
         """Return ``compute()``, cached under ``key``: how metrics share intermediate results (projections, fits)."""
         if key not in self._memo:

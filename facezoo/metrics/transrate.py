@@ -11,8 +11,10 @@ paper's definition and the authors' repository, of which the printed code's ``1/
 By concavity of log det, TransRate ≥ 0, with 0 when every class has the same second moments (identical class
 distributions).
 
-Cost: the global term from the shared Gram (one Cholesky of D×D); each class term as the log det of the smaller of
-``Z_kᵀZ_k`` and ``Z_k Z_kᵀ`` (Sylvester), one pass over the features by class: O(N·D·min(n_k, D)).
+Cost: each term as the log det of the smaller of ``ZᵀZ`` and ``Z Zᵀ`` (Sylvester): the global one from the shared
+Gram (one Cholesky of D×D) when N ≥ D, else from the N×N sample Gram (one more pass, O(N²·D): the D×D Gram's
+D − N null directions hold float32 rounding that ``1/ε`` would amplify); the class terms in one pass over the
+features by class: O(N·D·min(n_k, D)).
 Not scale-invariant (ε is absolute).
 """
 
@@ -40,7 +42,7 @@ def transrate(stats: FeatureStats, *, eps: float = 1e-4) -> float:
     """TransRate; higher is better."""
     if not eps > 0:
         raise FaceZooError(f"eps must be > 0, got {eps!r}")
-    rate = _half_logdet_identity_plus(stats.covariance, 1.0 / eps)  # ZᵀZ/(Nε) = Σ_T/ε
+    rate = _half_logdet_identity_plus(stats.centred_small_gram(), 1.0 / (stats.n * eps))
     conditional = sum(
         stats.priors[k] * _half_logdet_identity_plus(stats.small_gram(block), 1.0 / (stats.counts[k] * eps))
         for k, block in stats.class_blocks(center="global")
