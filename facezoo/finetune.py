@@ -46,6 +46,7 @@ from torch import nn
 from facezoo.data.base import Dataset
 from facezoo.errors import FaceZooError
 from facezoo.models.base import ModelAdapter, NotTrainable
+from facezoo.progress import task as track
 
 __all__ = ["C_GRID", "GRIDS", "PROTOCOLS", "Budget", "FineTuneResult", "budget_key", "frozen_head", "full",
            "resolve_protocol"]
@@ -164,7 +165,7 @@ def _check_splits(train_labels: np.ndarray, test_labels: np.ndarray, protocol: s
     if len(np.unique(train_labels)) < 2:
         raise FaceZooError(f"{protocol} needs at least 2 classes in the training split")
     if len(test_labels) == 0:
-        raise FaceZooError(f"{protocol} needs a non-empty test split")
+        raise FaceZooError(f"{protocol} needs a non-empty held-out (evaluation) split")
 
 
 # ---------------------------------------------------------------------------------------------------- frozen_head
@@ -334,9 +335,11 @@ def _optimiser(net: nn.Module, modality: str, lr: float, weight_decay: float, st
 
 def _train(
     build: Callable[[], nn.Module], modality: str, inputs: _Inputs, index: np.ndarray, lr: float,
-    weight_decay: float, budget: Budget, device: torch.device, seed: int,
+    weight_decay: float, budget: Budget, device: torch.device, seed: int, description: str = "fine-tuning",
+    progress: bool = False,
 ) -> tuple[nn.Module | None, list[dict[str, float]]]:
-    """One fine-tuning run on the samples at ``index``; ``(network, curve)``, network ``None`` when it diverged."""
+    """One fine-tuning run on the samples at ``index``; ``(network, curve)``, network ``None`` when it diverged.
+    With ``progress``, says ``description: step s/S (loss ...)`` as it runs (:mod:`facezoo.progress`)."""
     torch.manual_seed(seed)
     net = build().to(device).train()
     opt, schedule = _optimiser(net, modality, lr, weight_decay, budget.steps)
@@ -344,26 +347,30 @@ def _train(
     rng = np.random.default_rng(seed)
     order, position, curve, window = rng.permutation(index), 0, [], []
     every = max(1, budget.steps // 25)
-    for step in range(budget.steps):
-        if position + budget.batch_size > len(order):  # a new epoch: reshuffle, drop the ragged rest
-            order, position = rng.permutation(index), 0
-        x, y = inputs.batch(order[position:position + budget.batch_size], device, generator)
-        position += budget.batch_size
-        with _autocast(device):
-            logits = net(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=_IGNORE)
-        if not torch.isfinite(loss):
-            return None, curve
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if modality == "text":
-            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        schedule.step()
-        window.append(loss.item())
-        if (step + 1) % every == 0 or step + 1 == budget.steps:
-            curve.append({"step": step + 1, "loss": float(np.mean(window)), "lr": opt.param_groups[0]["lr"]})
-            window = []
+    with track(budget.steps, description, unit="step", enabled=progress) as meter:
+        for step in range(budget.steps):
+            if position + budget.batch_size > len(order):  # a new epoch: reshuffle, drop the ragged rest
+                order, position = rng.permutation(index), 0
+            x, y = inputs.batch(order[position:position + budget.batch_size], device, generator)
+            position += budget.batch_size
+            with _autocast(device):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=_IGNORE)
+            if not torch.isfinite(loss):
+                meter.close(note=f"diverged at step {step + 1}")
+                return None, curve
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if modality == "text":
+                nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            schedule.step()
+            window.append(loss.item())
+            meter.update(1, note=f"loss {np.mean(window):.3f}")
+            if (step + 1) % every == 0 or step + 1 == budget.steps:
+                curve.append({"step": step + 1, "loss": float(np.mean(window)), "lr": opt.param_groups[0]["lr"]})
+                window = []
+        meter.close(note=f"loss {curve[-1]['loss']:.3f}")
     _recalibrate_batch_norm(net, inputs, index, budget.batch_size, device)
     return net, curve
 
@@ -447,6 +454,7 @@ def full(
     *,
     device: str | torch.device = "auto",
     log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> FineTuneResult:
     """The ``full`` protocol (see the module docstring): grid search on a validation split of ``train``, retraining on
     all of ``train`` with the best point, accuracy on ``test``. Raises :class:`NotTrainable` for models without a
@@ -455,6 +463,9 @@ def full(
     For a segmentation dataset (``train.task == "segmentation"``) the network is the backbone's feature maps and an
     FCN head, trained per pixel; the grid is chosen by validation mIoU, and ``accuracy`` is the test **mIoU**
     (``selected`` also holds the pixel accuracy), ``mean_class_accuracy`` the mean per-class pixel accuracy.
+
+    ``log`` receives one line per grid point (its validation score); ``progress`` reports every run's steps and
+    loss (a bar on a terminal, timed lines elsewhere: :mod:`facezoo.progress`).
     """
     from facezoo.extract import pick_device
 
@@ -495,7 +506,9 @@ def full(
                      "diverged": False})
         points = []
     for point, (lr, wd) in enumerate(points):
-        net, _ = _train(build, model.modality, inputs, fit_index, lr, wd, budget, device, budget.seed + point)
+        net, _ = _train(build, model.modality, inputs, fit_index, lr, wd, budget, device, budget.seed + point,
+                        f"fine-tuning {model.name} (lr {lr:g}, wd {wd:g}; grid point {point + 1}/{len(points)})",
+                        progress)
         score = (_scores(*_predict(net, inputs, val_index, 2 * budget.batch_size, device), classes, dense)[figure]
                  if net is not None else float("nan"))
         grid.append({"lr": lr, "weight_decay": wd, f"validation_{figure}": score, "diverged": net is None})
@@ -505,7 +518,9 @@ def full(
         raise FaceZooError(f"{model.name}: fine-tuning diverged at every grid point {budget.grid(model.modality)}")
     best = max(usable, key=lambda g: (g[f"validation_{figure}"], -g["lr"]))  # ties: the gentler rate
     net, curve = _train(build, model.modality, inputs, np.arange(len(train)), best["lr"], best["weight_decay"],
-                        budget, device, budget.seed)
+                        budget, device, budget.seed,
+                        f"fine-tuning {model.name} (lr {best['lr']:g}, wd {best['weight_decay']:g}; all of train)",
+                        progress)
     if net is None:
         raise FaceZooError(f"{model.name}: the final fine-tuning run (lr={best['lr']:g}) diverged")
     scores = _scores(*_predict(net, test_inputs, np.arange(len(test)), 2 * budget.batch_size, device), classes, dense)

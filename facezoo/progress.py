@@ -32,8 +32,13 @@ def mode(stream: TextIO | None = None) -> str:
 
 
 def stage(message: str) -> None:
-    """One line that says what starts now (``scoring 6 models``)."""
-    if mode() != "off":
+    """One line that says what starts now (``scoring 6 models``); above the bars on a terminal, not through them."""
+    current = mode()
+    if current == "bar":
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+    elif current == "lines":
         print(message, file=sys.stderr, flush=True)
 
 
@@ -74,15 +79,18 @@ class Progress:
                   file=sys.stderr, flush=True)
 
     def close(self, note: str | None = None) -> None:
+        """End the stage with one line (count, time, rate, ``note``); a bar is cleared first, so that a terminal
+        keeps the outcome of every stage and not a stack of finished bars. Closing twice says nothing more."""
+        if self._mode not in ("bar", "lines"):
+            return
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._mode == "lines":
-            elapsed = time.perf_counter() - self._start
-            extra = f"; {note}" if note else ""
-            print(f"{self.description}: {self.done} {self.unit} in {elapsed:.1f} s ({self.rate:.1f} {self.unit}/s)"
-                  f"{extra}", file=sys.stderr, flush=True)
-            self._mode = "closed"
+        elapsed = time.perf_counter() - self._start
+        extra = f"; {note}" if note else ""
+        print(f"{self.description}: {self.done} {self.unit} in {elapsed:.1f} s ({self.rate:.1f} {self.unit}/s)"
+              f"{extra}", file=sys.stderr, flush=True)
+        self._mode = "closed"
 
     def __enter__(self) -> Progress:
         return self

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -131,6 +130,8 @@ def rank(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Rank on a stratified sample."),
     task: Optional[str] = typer.Option(None, "--task", help="image, text or segmentation: check the dataset is."),
+    backend: str = typer.Option("auto", "--backend", help="Inference backend: auto, eager, channels-last or "
+                                                         "onnxruntime (CPU; checked equal to eager)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Rank every model of a zoo on a dataset: extract (cache hits skipped), score, store, log, print."""
@@ -138,7 +139,7 @@ def rank(
     from flows.rank import rank_zoo
 
     summary = _run(rank_zoo, zoo, dataset, metrics=_split_list(metrics), split=split, device=device,
-                   max_samples=max_samples, task=task, home=str(home.root))
+                   max_samples=max_samples, task=task, home=str(home.root), backend=backend)
     _echo_json(summary) if as_json else _print_ranking(summary)
     _exit_for(summary)
 
@@ -215,6 +216,8 @@ def validate_command(
     weight_decay: Optional[list[float]] = typer.Option(None, "--wd", help="Budget of full: weight-decay grid."),
     train_subset: Optional[int] = typer.Option(None, "--train-subset", help="Budget of full: at most N training "
                                                                             "samples (stratified)."),
+    eval_split: Optional[str] = typer.Option(None, "--eval-split", help="Held-out split to score on (default: "
+                                                                        "test, else val, validation, valid, dev)."),
     device: str = typer.Option("auto", "--device"),
     max_samples: Optional[int] = typer.Option(None, "--max-samples"),
     task: Optional[str] = typer.Option(None, "--task", help="image, text or segmentation: check the dataset is."),
@@ -228,7 +231,7 @@ def validate_command(
     budget = {k: v for k, v in {"steps": steps, "batch_size": batch, "resolution": resolution, "lr_grid": lr,
                                 "weight_decay_grid": weight_decay, "train_subset": train_subset}.items() if v}
     summary = _run(validate, zoo, dataset, top_k=top_k, controls=controls, by=by, protocol=protocol, budget=budget,
-                   device=device, max_samples=max_samples, task=task, home=str(home.root))
+                   eval_split=eval_split, device=device, max_samples=max_samples, task=task, home=str(home.root))
     if as_json:
         _echo_json(summary)
         return
@@ -239,7 +242,8 @@ def validate_command(
 def _print_validation(summary: dict[str, Any]) -> None:
     import pandas as pd
 
-    typer.echo("\nFine-tuned accuracy (ground truth):")
+    split = summary.get("eval_split")
+    typer.echo(f"\nFine-tuned accuracy{f' on the {split!r} split' if split else ''} (ground truth):")
     protocols = summary.get("protocols", {})
     for model, acc in sorted(summary["accuracy"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {model:<24} {acc:.3f}  {protocols.get(model, '')}")
@@ -266,13 +270,19 @@ def report(
     """The leaderboard: every dataset's latest ranking, from the results database."""
     home = _home()
     from storage.results import ResultsStore
+    from tasks.datasets import registered
 
-    board = _run(ResultsStore(home.results_db).leaderboard, dataset)
+    store = ResultsStore(home.results_db)
+    if dataset is not None:
+        _run(registered, store, dataset)  # a name that is not registered is a user error, not an empty leaderboard
+    board = _run(store.leaderboard, dataset)
     if as_json:
         _echo_json(board.to_dict("records"))
         return
     if board.empty:
-        typer.echo("no ranking yet: run `facezoo rank` or `facezoo demo`")
+        # a registered dataset (or a fresh home) with no ranking yet is a state, not an error: say what to run, exit 0
+        where = f" of {dataset}" if dataset else ""
+        typer.echo(f"no ranking yet{where}: run `facezoo rank` or `facezoo demo`")
         return
     for name, group in board.groupby("dataset"):
         ranks = group.pivot(index="model", columns="metric", values="rank")
@@ -298,14 +308,17 @@ def query(
 
 @app.command()
 def serve(schedule: Optional[str] = typer.Option(None, "--schedule", help="Schedule YAML (configs/schedules).")):
-    """Serve the scheduled re-evaluation of every registered dataset (foreground; Ctrl-C stops)."""
+    """Serve the scheduled re-evaluation of every registered dataset (foreground, with a local Prefect server that
+    creates the scheduled runs; Ctrl-C or SIGTERM stops it and every run in flight)."""
     home = _home()
+    from flows.rank import resolve_zoo
     from flows.reevaluate import SCHEDULE, load_schedule
     from flows.reevaluate import serve as serve_schedule
 
     settings = _run(load_schedule, schedule or SCHEDULE)
-    typer.echo(f"serving {settings.name}: cron {settings.cron!r} ({settings.timezone}), zoo {settings.zoo}")
-    serve_schedule(settings, home=str(home.root))
+    _run(resolve_zoo, settings.zoo)  # a zoo that does not exist is said now, not at the first run hours later
+    typer.echo(f"serving {settings.describe()}; starting a local Prefect server under {home.prefect}")
+    _run(serve_schedule, settings, home=str(home.root), echo=typer.echo)
 
 
 @app.command()
@@ -317,9 +330,11 @@ def ui(
     home = _home()
     from storage.tracking import Tracker
 
+    from flows.serve import serve_ui
+
     argv = Tracker(home.tracking_uri, home.artifacts).ui_command(host=host, port=port)
-    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C stops)")
-    raise typer.Exit(code=subprocess.call(argv))
+    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C or SIGTERM stops it and its workers)")
+    raise typer.Exit(code=serve_ui(argv))
 
 
 @app.command()
@@ -329,8 +344,9 @@ def demo(
     device: str = typer.Option("auto", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The embedded demo: rank the offline zoo on a real offline dataset with FaCe and every baseline, validate
-    the ranking with a frozen-head fine-tune of every model, store everything, print the result."""
+    """The embedded demo: rank the offline zoo on a real offline dataset with FaCe and every baseline, check the
+    ranking against a small-budget full fine-tuning of every model (end to end with a new head; a head on frozen
+    features only for a model that cannot be trained end to end), store everything, print the result."""
     home = _home()
     from flows.demo import run_demo
 

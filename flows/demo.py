@@ -17,10 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from facezoo import progress
 from flows.rank import rank_zoo
 from flows.validate import validate
 
-__all__ = ["DEMOS", "run_demo"]
+__all__ = ["DEMOS", "PROTOCOL", "run_demo"]
+
+# ``full`` fine-tuning for every model that can be trained end to end, ``frozen_head`` for the others (the help text
+# of ``facezoo demo`` and the README say so; tests/test_cli.py holds them to it)
+PROTOCOL = "auto"
 
 DEMOS = {
     False: {"zoo": "demo-image", "dataset": "builtin:animal-mnist", "max_samples": 1000,
@@ -36,7 +41,10 @@ def run_demo(*, text: bool = False, max_samples: int | None = None, device: str 
     """Rank, then validate; returns ``{"rank": rank_zoo summary, "validate": validate summary}``."""
     demo = DEMOS[text]
     n = max_samples or demo["max_samples"]
+    progress.stage(f"demo, step 1 of 2: rank the {demo['zoo']} zoo on {n} samples of {demo['dataset']}")
     ranked = rank_zoo(demo["zoo"], demo["dataset"], device=device, max_samples=n, home=home)
-    checked = validate(demo["zoo"], ranked["dataset"], protocol="auto", budget=demo["budget"], device=device,
+    budget = ", ".join(f"{k} {v}" for k, v in demo["budget"].items())
+    progress.stage(f"demo, step 2 of 2: check the ranking by full fine-tuning of every model ({budget})")
+    checked = validate(demo["zoo"], ranked["dataset"], protocol=PROTOCOL, budget=demo["budget"], device=device,
                        home=home)
     return {"rank": ranked, "validate": checked}

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from facezoo import progress
 from facezoo.config import Home
 from facezoo.data import check_name
 from facezoo.errors import FaceZooError
-from flows.rank import rank_zoo, start_job
+from flows.rank import rank_zoo, resolve_zoo, start_job
 from flows.validate import validate
 from storage.results import ResultsStore
 from tasks import datasets
@@ -54,8 +55,11 @@ def onboard_dataset(
     """Onboard ``source`` as ``name``; returns ``{"dataset": describe(), "rank": rank summary | None,
     "validate": validation summary | None}``."""
     check_name(name)
+    if zoo:
+        resolve_zoo(zoo)  # an unknown zoo fails before the dataset is read, let alone registered
     where = Home.resolve(home).ensure()
     ref = datasets.DatasetRef(name=name, source=source, options=options or {})
+    progress.stage(f"checking {source}")
     dataset = datasets.load(ref)
     summary = check_dataset(dataset)
     results = ResultsStore(where.results_db)

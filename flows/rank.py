@@ -22,7 +22,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from facezoo import backends
 from facezoo import metrics as metric_registry
+from facezoo import progress
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
 from facezoo.models import ModelUnavailableError
@@ -67,7 +69,7 @@ def resolve_zoo(zoo: str) -> ZooConfig:
         named = CONFIG_ZOOS / f"{zoo}.yaml"
         if not named.is_file():
             known = ", ".join(sorted(p.stem for p in CONFIG_ZOOS.glob("*.yaml")))
-            raise FaceZooError(f"zoo {zoo!r} is neither a YAML file nor a zoo in configs/zoos ({known})")
+            raise FaceZooError(f"unknown zoo {zoo!r}: neither a YAML file nor a zoo in configs/zoos (known: {known})")
         path = named
     return ZooConfig.from_yaml(path)
 
@@ -83,12 +85,7 @@ def resolve_dataset(
         base = datasets.DatasetRef(name=datasets.load_source(dataset, options or {}).name, source=dataset,
                                    options=options or {})
     else:
-        row = results.get_dataset(dataset)
-        if row is None:
-            raise FaceZooError(
-                f"dataset {dataset!r} is not registered; onboard it first (facezoo onboard PATH --name {dataset}) or "
-                "pass a source such as builtin:animal-mnist"
-            )
+        row = datasets.registered(results, dataset)
         base = datasets.DatasetRef(name=row["name"], source=row["source"], options=row["options"],
                                    max_samples=row.get("max_samples"))
     ref = base
@@ -142,6 +139,7 @@ def rank_zoo(
     dask_gpu: bool = False,
     task: str | None = None,
     home: str | None = None,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Rank the models of ``zoo`` on ``split`` of ``dataset``; see the module docstring.
 
@@ -159,6 +157,7 @@ def rank_zoo(
     results = ResultsStore(where.results_db)
     for name in metrics or ():
         metric_registry.info(name)  # unknown names fail before any work
+    backends.check_name(backend)
     zoo_config = resolve_zoo(zoo)
     ref = resolve_dataset(dataset, results, dataset_options, max_samples)
     data = datasets.load(ref)
@@ -169,14 +168,16 @@ def rank_zoo(
     names = list(metrics or (SEGMENTATION_METRICS if segmentation else DEFAULT_METRICS))
     metric_options = {**(SEGMENTATION_OPTIONS if segmentation else {}), **(metric_options or {})}
     params = {"zoo": zoo_config.name, "dataset": ref.name, "split": split, "metrics": names, "device": device,
-              "batch_size": batch_size, "metric_options": metric_options}
+              "backend": backend, "batch_size": batch_size, "metric_options": metric_options}
     job_id = start_job(where, results, "rank", zoo_config.name, ref.name, params)
     try:
         specs = list(zoo_config.models)
+        progress.stage(f"ranking {len(specs)} models of zoo {zoo_config.name} on {ref.name} "
+                       f"({int((data.splits == split).sum())} {split} samples, {len(names)} metrics)")
         with _gpu_annotation(dask_gpu):
             refs, scores, failures, skipped = _run_models(
                 specs, ref, split, where, names, metric_options, device, batch_size,
-                concurrency or _default_concurrency(device),
+                concurrency or _default_concurrency(device), backend,
             )
         summary = _record(results, where, job_id, ref, params, specs, refs, scores, failures, names)
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
@@ -187,7 +188,7 @@ def rank_zoo(
 
 def _run_models(
     specs: list[ModelSpec], ref: datasets.DatasetRef, split: str, where: Home, names: list[str],
-    metric_options: dict[str, dict[str, Any]], device: str, batch_size: int, concurrency: int,
+    metric_options: dict[str, dict[str, Any]], device: str, batch_size: int, concurrency: int, backend: str,
 ) -> tuple[dict[str, FeatureRef], dict[str, ModelScores], dict[str, tuple[str, str]], dict[str, str]]:
     """Extraction, ``concurrency`` models at a time in zoo order, and scoring, as Prefect tasks.
 
@@ -195,7 +196,8 @@ def _run_models(
     task ever sits in a worker thread waiting for another (a bounded thread pool could deadlock on that). An
     ``optional`` model whose weights are not installed here is skipped, not failed.
     """
-    extract_options = {"device": device, "batch_size": batch_size, "progress": False}
+    extract_options = {"device": device, "batch_size": batch_size, "progress": True, "backend": backend,
+                       "export_dir": str(where.onnx)}
     refs: dict[str, FeatureRef] = {}
     failures: dict[str, tuple[str, str]] = {}
     skipped: dict[str, str] = {}
@@ -214,7 +216,10 @@ def _run_models(
                 continue
             except Exception as error:  # noqa: BLE001 - one model's failure is recorded, never fatal to the zoo
                 failures[spec.name] = ("extract", one_line(error))
+                progress.stage(f"{spec.name}: failed to extract features: {failures[spec.name][1]}")
                 continue
+            found = " (features from the cache)" if refs[spec.name].cache_hit else ""
+            progress.stage(f"scoring {spec.name}{found}")
             scoring[spec.name] = score_features.submit(refs[spec.name], names, metric_options)
     scores: dict[str, ModelScores] = {}
     for model, future in scoring.items():
@@ -244,6 +249,7 @@ def _record(
     if scores:
         raw = {model: s.values for model, s in scores.items()}
         present = [n for n in names if any(n in s.values for s in scores.values())]
+        progress.stage(f"ranking {len(scores)} models on {len(present)} metrics")
         table = metric_registry.rank_zoo(raw, present, options={
             n: {k: v for k, v in o.items() if k in metric_registry.info(n).combine_options}
             for n, o in params["metric_options"].items() if metric_registry.info(n).zoo_normalised
@@ -252,6 +258,7 @@ def _record(
         results.write_scores(job_id, ref.name, table, seconds)
     status = "failed" if not scores else "partial" if failures else "completed"
     run_id, message = None, None
+    progress.stage("logging to MLflow")
     try:
         run_id = Tracker(where.tracking_uri, where.artifacts).log_rank_job(
             ref.name, job_id, params, models=[_tracked(refs[m], scores[m]) for m in scores],

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facezoo import evaluate, finetune
+from facezoo import evaluate, finetune, progress
 from facezoo import metrics as metric_registry
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
@@ -88,7 +88,7 @@ def validate(
     budget: dict[str, Any] | None = None,
     metrics: list[str] | None = None,
     train_split: str = "train",
-    test_split: str = "test",
+    eval_split: str | None = None,
     device: str = "auto",
     batch_size: int = 64,
     max_samples: int | None = None,
@@ -96,9 +96,13 @@ def validate(
     home: str | None = None,
 ) -> dict[str, Any]:
     """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "protocols",
-    "correlations", "failures", "rank_job_id", "mlflow_run_id"}``. ``protocol``: ``auto``, ``full`` or
+    "correlations", "failures", "eval_split", "rank_job_id", "mlflow_run_id"}``. ``protocol``: ``auto``, ``full`` or
     ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for ``full``. On a segmentation
-    dataset the ground truth is the test mIoU of ``full`` fine-tuning with an FCN head (stored as ``accuracy``)."""
+    dataset the ground truth is the held-out mIoU of ``full`` fine-tuning with an FCN head (stored as ``accuracy``).
+
+    Models train on ``train_split`` and are scored on ``eval_split``: by default the first held-out split the
+    dataset has (:data:`tasks.datasets.HELD_OUT_SPLITS`: ``test``, else ``val``, ...), so that an ImageNet-style
+    ``train/`` + ``val/`` folder validates as it ranks. Splits, protocol and budget are checked before any work."""
     if protocol not in ("auto", *finetune.PROTOCOLS):
         raise FaceZooError(f"unknown protocol {protocol!r}; known: auto, {', '.join(finetune.PROTOCOLS)}")
     finetune.Budget(**(budget or {}))  # a bad budget fails here, before any work
@@ -106,7 +110,14 @@ def validate(
     results = ResultsStore(where.results_db)
     zoo_config = resolve_zoo(zoo)
     ref = resolve_dataset(dataset, results, max_samples=max_samples)
-    check_task(task, datasets.load(ref))
+    data = datasets.load(ref)
+    check_task(task, data)
+    if train_split not in data.split_names:
+        raise FaceZooError(f"dataset {ref.name!r} has no split {train_split!r} to train on; it has "
+                           f"{', '.join(data.split_names)}")
+    held_out = datasets.eval_split(data, eval_split, train_split)
+    chosen_by = "--eval-split" if eval_split else f"the first held-out split of {', '.join(datasets.HELD_OUT_SPLITS)}"
+    progress.stage(f"validating on {ref.name}: training on {train_split!r}, scoring on {held_out!r} ({chosen_by})")
     rank_job = results.latest_job("rank", dataset=ref.name, zoo=zoo_config.name)
     if rank_job is None:
         rank_job = rank_zoo(zoo, ref.name, metrics=metrics, split=train_split, device=device, batch_size=batch_size,
@@ -119,12 +130,12 @@ def validate(
     chosen = set(choose_models(ranked, top_k, controls))
     specs = [spec for spec in zoo_config.models if spec.name in chosen]
     params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
-              "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, test_split],
+              "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, held_out],
               "budget": budget or {}}
     job_id = start_job(where, results, "validate", zoo_config.name, ref.name, params)
     try:
-        return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, test_split),
-                         {"device": device, "batch_size": batch_size, "progress": False}, budget or {})
+        return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, held_out),
+                         {"device": device, "batch_size": batch_size, "progress": True}, budget or {})
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise
@@ -137,6 +148,7 @@ def _validate(
 ) -> dict[str, Any]:
     """Ground truth as tasks, correlations, DuckDB, MLflow, job status."""
     sequential = pick_device(extract_options["device"]).type == "cpu"
+    progress.stage(f"fine-tuning {len(specs)} models ({protocol}): {', '.join(spec.name for spec in specs)}")
     futures = []
     for spec in specs:
         futures.append(ground_truth.submit(spec, ref, protocol, splits, str(where.features), str(where.results_db),
@@ -152,6 +164,7 @@ def _validate(
             failures[spec.name] = one_line(error)
             results.record_failure(job_id, spec.name, "finetune", failures[spec.name])
     accuracy = {m: t.accuracy for m, t in truth.items()}
+    progress.stage(f"correlating every metric's ranking with the accuracies of {len(accuracy)} models")
     tables = protocol_correlations(scores, accuracy, {m: t.protocol for m, t in truth.items()})
     for used, table in tables.items():
         results.write_correlations(job_id, ref.name, used, table)
@@ -159,6 +172,7 @@ def _validate(
                        *(t.assign(protocol=p) for p, t in tables.items())], ignore_index=True)
     status = "failed" if len(truth) < 2 else "partial" if failures else "completed"
     run_id, message = None, ("; ".join(f"{m}: {e}" for m, e in failures.items()) or None)
+    progress.stage("logging to MLflow")
     try:
         finetuned = pd.DataFrame([{**t.model_dump(exclude={"curve"})} for t in truth.values()])
         curves = {m: t.curve for m, t in truth.items() if t.curve}
@@ -170,5 +184,5 @@ def _validate(
     protocols = {m: t.protocol for m, t in truth.items()}
     return {"job_id": job_id, "status": status, "accuracy": accuracy, "protocols": protocols,
             "fallbacks": {m: t.fallback for m, t in truth.items() if t.fallback},
-            "correlations": table.to_dict("records"),
+            "correlations": table.to_dict("records"), "eval_split": splits[1],
             "failures": failures, "rank_job_id": params["rank_job"], "mlflow_run_id": run_id}

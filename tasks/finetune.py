@@ -7,7 +7,7 @@ from typing import Any
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from facezoo import finetune
+from facezoo import finetune, progress
 from facezoo.models.zoo import ModelSpec
 from storage.features import FeatureStore
 from storage.results import ResultsStore
@@ -46,8 +46,9 @@ def ground_truth(
     extract_options: dict[str, Any],
     budget: dict[str, Any] | None = None,
 ) -> GroundTruth:
-    """The model's accuracy on ``splits[1]`` after training on ``splits[0]``, cached by model digest, dataset
-    fingerprint, protocol and budget. ``budget``: fields of :class:`facezoo.finetune.Budget` (``full`` only)."""
+    """The model's accuracy on ``splits[1]`` (the held-out split) after training on ``splits[0]``, cached by model
+    digest, dataset fingerprint, protocol, budget and splits. ``budget``: fields of :class:`facezoo.finetune.Budget`
+    (``full`` only). Says what it does on standard error (:mod:`facezoo.progress`) and in the run's Prefect log."""
     data = datasets.load(dataset)
     model = spec.create()
     used, fallback = finetune.resolve_protocol(model, protocol, dense=data.task == "segmentation")
@@ -61,19 +62,29 @@ def ground_truth(
     key = finetune.budget_key(used, budget_record)
     results = ResultsStore(results_db)
     found = results.get_finetune(spec.name, data.fingerprint, used, key)
+    figure = "mIoU" if data.task == "segmentation" else "accuracy"
     if found is not None:
+        progress.stage(f"{spec.name}: {used} {figure} {found['accuracy']:.3f} on {splits[1]!r} (cached)")
         return GroundTruth(model=spec.name, protocol=used, accuracy=found["accuracy"],
                            mean_class_accuracy=found["mean_class_accuracy"], budget_key=key, cached=True,
                            seconds=found["seconds"], fallback=fallback)
+    logger = get_run_logger()
+
+    def say(message: str) -> None:
+        logger.info(message)
+        progress.stage(message)
+
     if used == "full":
         result = finetune.full(model, data.subset(splits[0]), data.subset(splits[1]), settings,
-                               device=extract_options.get("device", "auto"), log=get_run_logger().info)
+                               device=extract_options.get("device", "auto"), log=say)
     else:
         store = FeatureStore(features_root)
         train, _ = stored_features(model, data, splits[0], store, **extract_options)
         test, _ = stored_features(model, data, splits[1], store, **extract_options)
         result = finetune.frozen_head(train.features, train.labels, test.features, test.labels)
     seconds = result.selected.get("seconds")
+    say(f"{spec.name}: {used} {figure} {result.accuracy:.3f} on {splits[1]!r}"
+        + (f" in {seconds:.0f} s" if seconds is not None else ""))
     results.write_finetune(
         model=spec.name, dataset=data.name, dataset_fingerprint=data.fingerprint, protocol=used, budget_key=key,
         accuracy=result.accuracy, mean_class_accuracy=result.mean_class_accuracy, seconds=seconds,
