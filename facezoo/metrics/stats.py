@@ -380,21 +380,23 @@ class FeatureStats:
 
         Args:
             center: ``"class"`` subtracts each row's class mean (within-class residuals), ``"global"`` the global
-                mean. The products run on the shifted rows and the centring happens in the r-dimensional space:
-                the raw rows' products would carry the offset's rounding (float32 eps × offset), which for an
-                offset of 1e4 × the spread is 1e-3 of the result.
+                mean. The centring happens in the r-dimensional space, after one pass of products. The pass reads
+                the rows in place, unless the common offset is larger than the spread: then it subtracts ``shift``
+                first (a copy, block by block), as the raw rows' products would carry the offset's rounding (eps ×
+                offset: 1e-3 of the result in float32 for an offset of 1e4 × the spread).
         """
         if center not in ("class", "global"):
             raise ValueError(f"center must be 'class' or 'global', got {center!r}")
         w = self._ops.const(directions)
         out = np.empty((self.n, directions.shape[1]))
-        for a, b, x in self._shifted_input_blocks():
+        shifted = float(self.shift @ self.shift) > self.total_variance
+        for a, b, x in self._shifted_input_blocks() if shifted else self._input_chunks():
             out[a:b] = self._ops.matmul(x, w)
         out = out[self.order]
-        if center == "class":
-            out -= (self._class_means_shifted @ directions)[self.sorted_codes]
-        else:
-            out -= self._mean_shifted @ directions
+        centre = self._class_means_shifted @ directions if center == "class" else self._mean_shifted @ directions
+        if not shifted:
+            centre = centre + self.shift @ directions
+        out -= centre[self.sorted_codes] if center == "class" else centre
         return out
 
     def class_residuals(self, key: Any, directions: np.ndarray) -> np.ndarray:
