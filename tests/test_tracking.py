@@ -226,8 +226,8 @@ def test_ui_command_serves_this_store_on_localhost_by_default(logged):
     options = dict(zip(argv[4::2], argv[5::2], strict=True))
     root = (logged.root / "mlartifacts").as_uri()
     assert options == {"--backend-store-uri": logged.tracker.tracking_uri, "--default-artifact-root": root,
-                       "--artifacts-destination": root, "--host": "127.0.0.1", "--port": "5000"}
-    assert logged.tracker.ui_command("0.0.0.0", 8080)[-4:] == ["--host", "0.0.0.0", "--port", "8080"]
+                       "--artifacts-destination": root, "--host": "127.0.0.1", "--port": "5000", "--workers": "1"}
+    assert logged.tracker.ui_command("0.0.0.0", 8080)[-6:-2] == ["--host", "0.0.0.0", "--port", "8080"]
 
 
 def test_a_job_where_every_model_failed_is_still_logged(logged):
@@ -321,3 +321,9 @@ def test_ui_urls_open_each_experiment_on_its_runs(logged):
     assert urls[DATASET] == f"http://127.0.0.1:5001/#/experiments/{experiment}/runs?workflowType=machine_learning"
     logged.client.create_experiment("not-facezoo")
     assert DATASET in logged.tracker.ui_urls() and "not-facezoo" not in logged.tracker.ui_urls()
+
+
+def test_the_ui_server_starts_without_mlflows_job_runner():
+    from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+
+    assert MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get() is False  # set by storage.tracking; ui_command's server inherits it
