@@ -93,7 +93,7 @@ class Runner:
         self.channels_last = backend == "channels-last" or (device.type == "cuda" and model.supports_channels_last)
         self.checked = backend in ("eager", model.runtime) or _read_verdict(export_dir, model, backend) is not None
         self._session: Any = None
-        if backend == "onnxruntime":
+        if backend == "onnxruntime" and model.runtime == "torch":  # an ONNX file's adapter runs its session itself
             model.to(device)
             self._session = _session(_export(model, export_dir), threads)
         else:

