@@ -97,6 +97,10 @@ def test_the_held_out_split_is_test_else_val_and_a_bad_one_is_one_line(tmp_path)
     only_train = digits.subset("train")
     with pytest.raises(FaceZooError, match="no held-out split .* it has train; name one with --eval-split"):
         datasets.eval_split(only_train)
+    from flows.cli import app
+
+    help_text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", CliRunner().invoke(app, ["validate", "--help"]).stdout).split())
+    assert f"(default: test, else {', '.join(datasets.HELD_OUT_SPLITS[1:])})" in help_text  # the help says the order
 
 
 def test_unknown_dataset_or_zoo_names_the_known_ones_and_exits_2(prefect_harness, quiet_prefect, zoo, tmp_path):
