@@ -1,9 +1,11 @@
 """``reevaluate``: re-rank every registered dataset with the current zoo, as a scheduled (cron) deployment.
 
 Features already extracted are cache hits, so a nightly run costs only what is new (a model added to the zoo, a
-dataset onboarded since). The schedule lives in ``configs/schedules/reevaluate.yaml``; ``facezoo serve`` runs the
-deployment with ``flow.serve(cron=...)`` in the foreground (``prefect.yaml`` holds the same deployment for a Prefect
-server with work pools).
+dataset onboarded since). The schedule (a cron expression, or an interval in seconds) lives in
+``configs/schedules/reevaluate.yaml``; ``facezoo serve`` serves the deployment in the foreground with a local Prefect
+server whose scheduler creates the runs (:mod:`flows.serve`); ``prefect.yaml`` holds the same deployment for a
+Prefect server with work pools. Each run is a ``reevaluate`` job in the jobs table, beside the rank job of each
+dataset.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect.schedules import Cron
-from pydantic import BaseModel, ConfigDict, ValidationError
+from prefect.schedules import Cron, Interval
+from prefect.schedules import Schedule as PrefectSchedule
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError, model_validator
 
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
-from flows.rank import one_line, rank_zoo
+from flows.rank import one_line, rank_zoo, start_job
 from storage.results import ResultsStore
 from tasks._prefect import flow
 
-__all__ = ["Schedule", "deployment", "load_schedule", "reevaluate", "serve"]
+__all__ = ["Schedule", "deployment", "load_schedule", "prefect_schedule", "reevaluate", "serve"]
 
 SCHEDULE = Path(__file__).resolve().parents[1] / "configs" / "schedules" / "reevaluate.yaml"
 
@@ -33,9 +36,20 @@ class Schedule(BaseModel):
 
     name: str = "nightly-reevaluation"
     cron: str = "0 2 * * *"
+    interval: PositiveInt | None = None  # seconds between runs, instead of the cron expression
     timezone: str = "UTC"
     zoo: str = "demo-image"
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "Schedule":
+        if self.interval is not None and "cron" in self.model_fields_set:
+            raise ValueError("give cron or interval, not both")
+        return self
+
+    def describe(self) -> str:
+        every = f"every {self.interval} s" if self.interval is not None else f"cron {self.cron!r} ({self.timezone})"
+        return f"{self.name}: {every}, zoo {self.zoo}"
 
 
 def load_schedule(path: str | Path = SCHEDULE) -> Schedule:
@@ -56,25 +70,40 @@ def reevaluate(zoo: str = "demo-image", device: str = "auto", home: str | None =
     """Re-rank ``zoo`` on every registered dataset; one dataset's failure does not stop the others."""
     where = Home.resolve(home).ensure()
     results = ResultsStore(where.results_db)
+    names = [row["name"] for row in results.list_datasets()]
+    job_id = start_job(where, results, "reevaluate", zoo, None, {"device": device, "datasets": names})
     done: dict[str, Any] = {}
-    for row in results.list_datasets():
+    for name in names:
         try:
-            done[row["name"]] = rank_zoo(zoo, row["name"], device=device, home=str(where.root))["status"]
+            done[name] = rank_zoo(zoo, name, device=device, home=str(where.root))["status"]
         except Exception as error:  # noqa: BLE001 - recorded per dataset, never fatal to the schedule
-            done[row["name"]] = f"failed: {one_line(error)}"
+            done[name] = f"failed: {one_line(error)}"
+    failed = [name for name, status in done.items() if status not in ("completed", "partial")]
+    status = ("failed" if names and len(failed) == len(names)
+              else "partial" if failed or "partial" in done.values() else "completed")
+    message = "; ".join(f"{name}: {state}" for name, state in done.items()) or "no registered dataset"
+    results.finish_job(job_id, status, message=message[:2000])
     return done
 
 
+def prefect_schedule(schedule: Schedule) -> PrefectSchedule:
+    """Prefect's form of ``schedule``: an interval when it has one, else its cron expression."""
+    if schedule.interval is not None:
+        return Interval(schedule.interval, timezone=schedule.timezone)
+    return Cron(schedule.cron, timezone=schedule.timezone)
+
+
 def deployment(schedule: Schedule, home: str | None = None) -> Any:
-    """The cron deployment of :func:`reevaluate` that ``serve`` runs (a ``RunnerDeployment``)."""
+    """The scheduled deployment of :func:`reevaluate` that ``serve`` runs (a ``RunnerDeployment``)."""
     return reevaluate.to_deployment(
-        name=schedule.name, schedule=Cron(schedule.cron, timezone=schedule.timezone),
+        name=schedule.name, schedule=prefect_schedule(schedule),
         parameters={"zoo": schedule.zoo, "device": schedule.device, "home": str(Home.resolve(home).root)},
     )
 
 
-def serve(schedule: Schedule, home: str | None = None) -> None:  # pragma: no cover - runs until interrupted
-    """Serve the cron deployment in this process (Ctrl-C stops it)."""
-    from prefect import serve as serve_deployments
+def serve(schedule: Schedule, home: str | None = None, echo: Any = print) -> None:
+    """Serve the deployment in the foreground until SIGINT or SIGTERM, with a local Prefect server whose scheduler
+    creates the runs (:func:`flows.serve.serve_schedule`)."""
+    from flows.serve import serve_schedule
 
-    serve_deployments(deployment(schedule, home))
+    serve_schedule(schedule, Home.resolve(home).ensure(), echo=echo)
