@@ -132,7 +132,8 @@ class _TorchOps:
         return self.torch.empty((rows, cols), dtype=self.compute_dtype, device=self.device)
 
     def const(self, a: np.ndarray):
-        return self.torch.as_tensor(np.asarray(a), device=self.device, dtype=self.compute_dtype)
+        # contiguous: torch refuses NumPy's negative strides (eigenvectors in descending order are a reversed view)
+        return self.torch.as_tensor(np.ascontiguousarray(a), device=self.device, dtype=self.compute_dtype)
 
     def all_finite(self, x) -> bool:
         return bool(self.torch.isfinite(x).all())
