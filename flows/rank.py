@@ -238,7 +238,8 @@ def _record(
     """Rank, write DuckDB, log MLflow, close the job."""
     for model, (stage, error) in failures.items():
         results.record_failure(job_id, model, stage, error)
-    fingerprint = datasets.load(ref).fingerprint
+    described = datasets.load(ref).describe()
+    fingerprint = described["fingerprint"]
     for f in refs.values():
         results.upsert_model(f.model, source=f.source, digest=f.digest, modality=f.modality, dim=f.dim,
                              num_logits=f.num_logits, preprocessing=f.preprocessing)
@@ -263,6 +264,7 @@ def _record(
         run_id = Tracker(where.tracking_uri, where.artifacts).log_rank_job(
             ref.name, job_id, params, models=[_tracked(refs[m], scores[m]) for m in scores],
             ranking=table, failures={m: f"{stage}: {error}" for m, (stage, error) in failures.items()},
+            dataset_info=described,
         )
     except FaceZooError as error:  # the scores are safe in DuckDB; say what MLflow missed
         message = f"MLflow logging failed: {error}"

@@ -177,7 +177,8 @@ def _validate(
         finetuned = pd.DataFrame([{**t.model_dump(exclude={"curve"})} for t in truth.values()])
         curves = {m: t.curve for m, t in truth.items() if t.curve}
         run_id = Tracker(where.tracking_uri, where.artifacts).log_validation(
-            ref.name, job_id, params, finetune=finetuned, correlations=table, scores=scores, curves=curves)
+            ref.name, job_id, params, finetune=finetuned, correlations=table, scores=scores, curves=curves,
+            dataset_info=datasets.load(ref).describe())
     except FaceZooError as error:
         message = f"{message + '; ' if message else ''}MLflow logging failed: {error}"
     results.finish_job(job_id, status, message=message, mlflow_run_id=run_id)
