@@ -278,6 +278,9 @@ def _session(graph: bytes | Path, threads: int) -> Any:
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # the exported graphs' unused-initialiser warnings are noise
+    # idle threads sleep instead of spinning: the DataLoader worker decoding the next batch needs those cycles
+    # (+10 % images/s end to end on 2 cores, measured alternating)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
                                     providers=["CPUExecutionProvider"])

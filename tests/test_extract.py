@@ -67,6 +67,40 @@ def test_features_come_back_in_dataset_order_with_labels_ids_and_logits(workers)
     assert out.samples_per_second > 0
 
 
+class TextLength(ModelAdapter):
+    """Features = (length, first character code); records each batch's lengths (to see the batching order)."""
+
+    name, source, modality, dim, num_logits, digest, preprocessing = "len", "test:len", "text", 2, None, "0", {}
+
+    def __init__(self):
+        self.batches = []
+
+    def preprocess(self, text):
+        return text
+
+    def collate(self, items):
+        return list(items)
+
+    def forward(self, batch):
+        self.batches.append([len(t) for t in batch])
+        return {"features": torch.tensor([[len(t), ord(t[0]) if t else 0] for t in batch], dtype=torch.float32)}
+
+
+def test_texts_are_batched_longest_first_and_come_back_in_dataset_order():
+    rng = np.random.default_rng(1)
+    texts = ["".join(rng.choice(list("abcdefgh"), size=k)) for k in rng.integers(0, 40, size=29)]
+    dataset = Dataset("texts", "text", texts, np.arange(29) % 2, ("x", "y"), np.array(["train"] * 29),
+                      np.array([f"t{i}" for i in range(29)]), "fp-texts", str)
+    model = TextLength()
+    out = extract(model, dataset, batch_size=8, num_workers=0, device="cpu", progress=False)
+    lengths = [n for batch in model.batches for n in batch]
+    assert lengths == sorted(lengths, reverse=True)  # little padding in any batch
+    np.testing.assert_array_equal(out.features[:, 0], [len(t) for t in texts])
+    np.testing.assert_array_equal(out.features[:, 1], [ord(t[0]) if t else 0 for t in texts])
+    np.testing.assert_array_equal(out.sample_ids, dataset.sample_ids)
+    np.testing.assert_array_equal(out.labels, dataset.labels)
+
+
 def test_thread_count_is_restored():
     before = torch.get_num_threads()
     extract(MeanColour(), colour_dataset()[0], device="cpu", threads=1, num_workers=0, progress=False)
