@@ -14,6 +14,7 @@ mask: the same values as upsampling the whole map, without materialising it.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -212,6 +213,17 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _forkserver(model: ModelAdapter) -> Any:
+    """The fork server context, told to import what workers unpickle (the engine, the adapters, the model's
+    preprocessing) when it starts: each worker forked from it then starts in ~0.3 s instead of ~2.7 s of imports.
+    It starts once per process, so the first extraction's model decides. Forking from it stays safe: the server
+    never computes, so the idle threads BLAS starts at import hold no lock."""
+    own = [type(getattr(model, a)).__module__ for a in ("transform", "tokenizer") if getattr(model, a, None) is not None]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "facezoo.extract", "facezoo.models", *own])
+    return context
+
+
 def _run(
     model: ModelAdapter,
     dataset: Dataset,
@@ -237,7 +249,7 @@ def _run(
         pin_memory=dev.type == "cuda",
         # workers start from a clean single-threaded server, never by forking this process: forking while other
         # threads run BLAS (a pipeline scoring one model while extracting the next) can deadlock the child
-        multiprocessing_context="forkserver" if workers and sys.platform == "linux" else None,
+        multiprocessing_context=_forkserver(model) if workers and sys.platform == "linux" else None,
         persistent_workers=False,
     )
     features, logits, labels, ids, seen = [], [], [], [], []
