@@ -45,6 +45,25 @@ def served(tmp_path_factory):
     return home, work / "schedule.yaml"
 
 
+def test_a_schedule_is_a_cron_expression_or_an_interval_not_both(tmp_path):
+    from prefect.schedules import Schedule as PrefectSchedule
+
+    from facezoo.errors import FaceZooError
+    from flows.reevaluate import load_schedule, prefect_schedule
+
+    path = tmp_path / "s.yaml"
+    path.write_text("interval: 30\nzoo: demo-image\n")
+    every = load_schedule(path)
+    assert isinstance(prefect_schedule(every), PrefectSchedule) and prefect_schedule(every).interval.seconds == 30
+    assert "every 30 s" in every.describe()
+    path.write_text("cron: '*/5 * * * *'\n")
+    assert prefect_schedule(load_schedule(path)).cron == "*/5 * * * *"
+    for bad, said in (("cron: '* * * * *'\ninterval: 5\n", "not both"), ("interval: 0\n", "interval")):
+        path.write_text(bad)
+        with pytest.raises(FaceZooError, match=said):
+            load_schedule(path)
+
+
 def _cli(home: Home, *argv: str, log: Path) -> subprocess.Popen:
     """``facezoo --home HOME ARGV`` in a process group of its own, as a terminal starts it; output to ``log``."""
     env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PYTHONUNBUFFERED": "1"}
@@ -154,15 +173,11 @@ def test_a_signal_to_facezoo_ui_alone_stops_the_mlflow_server_and_its_workers(se
         log = tmp_path / f"ui-{sig.name}.log"
         ui = _cli(home, "ui", "--port", str(port), log=log)
         try:
-            _wait_for("MLflow UI listening", lambda: _listening(port), ui, log, timeout=120)
-            assert len(psutil.Process(ui.pid).children(recursive=True)) >= 2  # mlflow server + its uvicorn
+            # the MLflow server has started its uvicorn: the tree a signal must bring down (listening or not yet)
+            _wait_for("MLflow server and its uvicorn", lambda: len(psutil.Process(ui.pid).children(recursive=True))
+                      >= 2, ui, log, timeout=120)
             took, alive = _stop(ui, lambda: ui.send_signal(sig))  # to facezoo ui alone, as kill or a supervisor
         finally:
             if ui.poll() is None:
                 ui.kill()
-        assert took < STOP_SECONDS and not alive, (sig.name, took, [p.cmdline() for p in alive])
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        assert took < STOP_SECONDS and not alive, (sig.name, took, [p.pid for p in alive], log.read_text()[-2000:])
