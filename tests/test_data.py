@@ -3,6 +3,7 @@
 Offline and fast: synthetic data lives in tmp_path; built-ins skip when their package or ../shared/data is absent.
 """
 
+import functools
 import gzip
 import io
 import json
@@ -465,6 +466,9 @@ def test_stratified_split_is_deterministic_and_independent_of_order():
 # key: (N, number of classes, split sizes), measured on the pinned packages and ../shared/data
 BUILTINS = {
     "builtin:20newsgroups": (18821, 20, {"test": 7528, "train": 11293}),
+    "builtin:20ng-super6": (18821, 6, {"test": 7528, "train": 11293}),
+    "builtin:bbc-news": (2225, 5, {"test": 444, "train": 1781}),
+    "builtin:elpv": (2624, 4, {"test": 525, "train": 2099}),
     "builtin:animal-mnist": (10000, 10, {"test": 2000, "train": 8000}),
     "builtin:digits": (1797, 10, {"test": 359, "train": 1438}),
     "builtin:mnist-5k": (5000, 10, {"test": 1000, "train": 4000}),
@@ -488,11 +492,16 @@ def test_every_builtin_is_listed_with_a_description():
     assert all(description and "\n" not in description for description in list_builtin().values())
 
 
+@functools.cache  # ELPV decodes 2624 PNGs (~6 s): once per session
+def _load_available(key):
+    return load_dataset(key)
+
+
 def load_builtin(key):
     reason = get_builtin(key).unavailable()
     if reason is not None:
         pytest.skip(f"{key} unavailable here: {reason}")
-    return load_dataset(key)
+    return _load_available(key)
 
 
 @pytest.mark.parametrize("key", sorted(BUILTINS))
@@ -533,6 +542,31 @@ def test_rotten_tomatoes_and_orange_corpora():
     news = load_builtin("builtin:20newsgroups")
     assert news.class_names[0] == "alt.atheism" and news.sample_ids[0] == "train/0"
     assert news.load(0).startswith("alt atheism faq atheist resources")
+
+
+def test_benchmark_corpora_of_issue_14():
+    """The benchmark's K >= 4 additions (configs/benchmark/requirements.txt): labels against the packages' files."""
+    news, super6 = load_builtin("builtin:20newsgroups"), load_builtin("builtin:20ng-super6")
+    assert super6.refs == news.refs and super6.sample_ids.tolist() == news.sample_ids.tolist()
+    naive = {"comp": "comp", "rec": "rec", "sci": "sci", "misc": "forsale", "alt": "religion", "soc": "religion"}
+    for group, topic in zip(np.array(news.class_names)[news.labels], np.array(super6.class_names)[super6.labels],
+                            strict=True):
+        first = group.split(".")[0]
+        assert topic == naive.get(first, "religion" if group.startswith("talk.religion") else "politics"), group
+    bbc = load_builtin("builtin:bbc-news")
+    assert bbc.describe()["class_counts"] == {"business": 510, "entertainment": 386, "politics": 417, "sports": 511,
+                                              "tech": 401}
+    assert bbc.sample_ids[0] == "business/001.txt" and bbc.load(0).startswith("Ad sales boost Time Warner profit")
+
+
+def test_elpv_labels_are_the_defect_probabilities():
+    cells = load_builtin("builtin:elpv")
+    assert cells.describe()["class_counts"] == {"defect-p0.00": 1508, "defect-p0.33": 295, "defect-p0.67": 106,
+                                                "defect-p1.00": 715}
+    rows = [line.split() for line in (get_builtin("builtin:elpv").locate()).read_text().splitlines()]
+    by_file = {path: round(float(p) * 3) for path, p, _ in rows}
+    assert [by_file[i] for i in cells.sample_ids[:50]] == cells.labels[:50].tolist()
+    assert cells.load(0).size == (300, 300)
 
 
 # ----------------------------------------------------------------------------------------------- safety and errors

