@@ -12,7 +12,9 @@ ties), Spearman gives tied models their average rank, and the top-1 regret avera
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +22,8 @@ import scipy.stats
 
 from facezoo.errors import FaceZooError
 
-__all__ = ["weighted_tau", "kendall_tau", "pearson", "spearman", "top1_regret", "bootstrap_ci", "CORRELATIONS"]
+__all__ = ["weighted_tau", "kendall_tau", "pearson", "spearman", "top1_regret", "bootstrap_ci", "CORRELATIONS",
+           "Interval", "mean_ci", "paired_difference_ci", "noise_ceiling"]
 
 
 def _pair(score: Any, accuracy: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -115,3 +118,91 @@ def bootstrap_ci(
         return estimate, float("nan"), float("nan")
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return estimate, float(low), float(high)
+
+
+# ------------------------------------------------------------------------------------ across tasks (the benchmark)
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over tasks and its percentile bootstrap interval (``low``, ``high``; NaN with fewer than 2 tasks)."""
+
+    estimate: float
+    low: float
+    high: float
+    n_tasks: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0 (a difference that is significant at its level)."""
+        return bool(self.low > 0 or self.high < 0)
+
+
+def _task_values(values: Any, name: str) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        raise FaceZooError(f"{name}: no task values")
+    if not np.isfinite(v).all():
+        raise FaceZooError(f"{name}: every task value must be finite (leave undefined tasks out first)")
+    return v
+
+
+def mean_ci(values: Any, *, n_resamples: int = 10000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Mean of per-task values (τ or regret, one per task) with a percentile bootstrap interval over tasks.
+
+    Resampling: ``rng = np.random.default_rng(seed)``, ``idx = rng.integers(0, n, size=(n_resamples, n))``, one
+    mean per row; the interval is the ``(1 ± level) / 2`` quantiles of those means. Tasks, not models, are the
+    units: the question is how a metric does on the next task. Cost O(n_resamples · n).
+    """
+    return _bootstrap_mean(_task_values(values, "mean_ci"), n_resamples, level, seed)
+
+
+def paired_difference_ci(a: Any, b: Any, *, n_resamples: int = 10000, level: float = 0.95,
+                         seed: int = 0) -> Interval:
+    """Mean over tasks of ``a - b`` (two metrics' τ on the same tasks, in the same order) with a paired bootstrap
+    interval: tasks are resampled jointly (as in :func:`mean_ci`), so what a hard task costs both metrics cancels.
+    ``excludes_zero``: the two metrics differ at this level."""
+    a, b = _task_values(a, "paired_difference_ci a"), _task_values(b, "paired_difference_ci b")
+    if a.shape != b.shape:
+        raise FaceZooError(f"paired_difference_ci: a has {a.size} tasks, b has {b.size}; pair them on the same tasks")
+    return _bootstrap_mean(a - b, n_resamples, level, seed)
+
+
+def _bootstrap_mean(v: np.ndarray, n_resamples: int, level: float, seed: int) -> Interval:
+    if not 0 < level < 1:
+        raise FaceZooError(f"level must be in (0, 1), got {level!r}")
+    if n_resamples < 1:
+        raise FaceZooError(f"n_resamples must be positive, got {n_resamples}")
+    if v.size < 2:
+        return Interval(float(v.mean()), float("nan"), float("nan"), int(v.size))
+    means = v[np.random.default_rng(seed).integers(0, v.size, size=(n_resamples, v.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(v.mean()), float(low), float(high), int(v.size))
+
+
+def noise_ceiling(accuracy: Any, statistic: Callable[[Any, Any], float] | str = "weighted_tau") -> float:
+    """How well a task's ground truth agrees with itself: the mean τ between seed-disjoint ground truths.
+
+    ``accuracy``: ``(models, seeds)``, one fine-tuned test accuracy per model and seed. For every split of the seeds
+    into two disjoint groups of ``S // 2`` and ``S - S // 2`` (each unordered split once), each group's mean
+    accuracy per model is one ground truth; the statistic between the two is averaged over the splits (splits where
+    either ground truth ties every model are skipped; NaN when all are). No metric's τ against a ground truth of
+    S/2 seeds can be expected above this; the S-seed mean is somewhat more reliable than either half.
+    Cost: C(S, S/2) statistics of ``models`` values.
+    """
+    fn = CORRELATIONS[statistic] if isinstance(statistic, str) else statistic
+    acc = np.asarray(accuracy, dtype=np.float64)
+    if acc.ndim != 2 or acc.shape[0] < 2 or acc.shape[1] < 2:
+        raise FaceZooError(f"noise_ceiling needs (models, seeds) with 2+ of each, got shape {acc.shape}")
+    if not np.isfinite(acc).all():
+        raise FaceZooError("noise_ceiling: accuracies must be finite (drop failed models first)")
+    seeds = range(acc.shape[1])
+    values = []
+    for first in itertools.combinations(seeds, acc.shape[1] // 2):
+        second = [s for s in seeds if s not in first]
+        if len(first) == len(second) and first > tuple(second):
+            continue  # equal halves: (A, B) and (B, A) are the same split
+        x, y = acc[:, list(first)].mean(axis=1), acc[:, second].mean(axis=1)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        values.append(fn(x, y))
+    return float(np.mean(values)) if values else float("nan")

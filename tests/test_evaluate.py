@@ -113,3 +113,82 @@ def test_bad_input():
         evaluate.pearson([1], [1])
     with pytest.raises(FaceZooError, match="finite"):
         evaluate.weighted_tau([1, np.nan], [1, 2])
+
+
+# ------------------------------------------------------------------------------------- across tasks (the benchmark)
+def naive_bootstrap_mean(v, n_resamples, level, seed):
+    """The documented scheme, one resample at a time in float64."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(v), size=(n_resamples, len(v)))
+    means = sorted(sum(v[i] for i in row) / len(v) for row in draws)
+    return np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+
+
+def test_mean_ci_is_the_naive_task_bootstrap():
+    taus = np.array([0.61, -0.52, 0.35, -0.40, 0.05, 0.44, -0.27])
+    got = evaluate.mean_ci(taus, n_resamples=300, level=0.9, seed=3)
+    low, high = naive_bootstrap_mean(taus, 300, 0.9, 3)
+    assert (got.estimate, got.low, got.high, got.n_tasks) == pytest.approx((taus.mean(), low, high, 7), rel=1e-12)
+    assert got.low < got.estimate < got.high and not got.excludes_zero
+    assert evaluate.mean_ci(taus + 1.0).excludes_zero  # every task positive: the whole interval is too
+    one = evaluate.mean_ci([0.3])
+    assert one.estimate == 0.3 and np.isnan(one.low) and not one.excludes_zero
+
+
+def test_paired_difference_resamples_tasks_jointly():
+    # a task-difficulty effect shared by both metrics plus a small constant edge of a: only pairing reveals it
+    hard = np.array([-0.6, 0.9, 0.1, -0.3, 0.7, 0.4, -0.8, 0.2, 0.5, -0.1])
+    edge = np.array([0.05, 0.07, 0.04, 0.06, 0.05, 0.08, 0.03, 0.06, 0.05, 0.07])
+    a, b = hard + edge, hard
+    paired = evaluate.paired_difference_ci(a, b, n_resamples=400, seed=1)
+    low, high = naive_bootstrap_mean(a - b, 400, 0.95, 1)
+    assert (paired.estimate, paired.low, paired.high) == pytest.approx((a.mean() - b.mean(), low, high), rel=1e-12)
+    assert paired.excludes_zero and paired.low > 0
+    # unpaired, the same edge is lost in the spread of task difficulty
+    unpaired_low = evaluate.mean_ci(a, seed=1).low - evaluate.mean_ci(b, seed=2).high
+    assert unpaired_low < 0
+    assert evaluate.paired_difference_ci(b, a).high < 0  # antisymmetric
+    assert not evaluate.paired_difference_ci(a, a).excludes_zero  # identical metrics: [0, 0]
+
+
+def test_task_statistics_bad_input():
+    with pytest.raises(FaceZooError, match="a has 3 tasks, b has 2"):
+        evaluate.paired_difference_ci([1, 2, 3], [1, 2])
+    with pytest.raises(FaceZooError, match="finite"):
+        evaluate.mean_ci([0.1, np.nan])
+    with pytest.raises(FaceZooError, match="no task values"):
+        evaluate.mean_ci([])
+
+
+def naive_noise_ceiling(acc, fn):
+    """Every assignment of seeds to two groups of S//2 and the rest, each unordered split once, by brute force."""
+    s = acc.shape[1]
+    seen, values = set(), []
+    for mask in range(2 ** s):
+        first = tuple(i for i in range(s) if mask >> i & 1)
+        second = tuple(i for i in range(s) if not mask >> i & 1)
+        if len(first) != s // 2 or frozenset((first, second)) in seen:
+            continue
+        seen.add(frozenset((first, second)))
+        values.append(fn(acc[:, list(first)].mean(1), acc[:, list(second)].mean(1)))
+    return np.mean(values), len(values)
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 4, 5])
+def test_noise_ceiling_is_the_mean_tau_over_seed_disjoint_splits(seeds):
+    gen = np.random.default_rng(seeds)
+    acc = np.linspace(0.5, 0.9, 7)[:, None] + 0.08 * gen.standard_normal((7, seeds))
+    expected, splits = naive_noise_ceiling(acc, naive_weighted_tau)
+    assert splits == {2: 1, 3: 3, 4: 3, 5: 10}[seeds]
+    assert evaluate.noise_ceiling(acc) == pytest.approx(expected, rel=1e-12)
+    assert evaluate.noise_ceiling(acc, "kendall_tau") == pytest.approx(
+        naive_noise_ceiling(acc, naive_kendall_tau_b)[0], rel=1e-12)
+
+
+def test_noise_ceiling_of_a_noiseless_and_of_a_pure_noise_ground_truth():
+    assert evaluate.noise_ceiling(np.repeat(np.linspace(0.5, 0.9, 6)[:, None], 3, axis=1)) == pytest.approx(1.0)
+    noise = np.random.default_rng(0).standard_normal((40, 4))  # no model is better than another
+    assert abs(evaluate.noise_ceiling(noise, "kendall_tau")) < 0.2
+    assert np.isnan(evaluate.noise_ceiling(np.full((4, 2), 0.5)))  # ties every model: nothing to agree on
+    with pytest.raises(FaceZooError, match=r"\(models, seeds\) with 2\+ of each, got shape \(5, 1\)"):
+        evaluate.noise_ceiling(np.ones((5, 1)))
