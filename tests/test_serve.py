@@ -2,11 +2,12 @@
 back from the jobs table (DuckDB) and Prefect's database.
 
 A schedule due every few seconds serves a one-model zoo of a tiny random timm model on a 60-image sample of digits;
-a re-evaluation job must complete and be recorded. Then SIGINT to the process group (a terminal's Ctrl-C) and
-SIGTERM to the serve process alone (``kill``, a process supervisor) must each stop serve and every process it
-started within 10 s, a run in flight included, leaving no job and no Prefect flow run marked running.
+a re-evaluation job must complete and be recorded. SIGTERM to the serve process alone (``kill``, a process
+supervisor) and SIGINT to its process group with a run in flight (a terminal's Ctrl-C) must each stop serve and every
+process it started within 10 s, leaving no job and no Prefect flow run marked running.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,17 +100,21 @@ def _flow_runs(home: Home, states: tuple[str, ...]) -> list[tuple]:
 
 
 def _stop(process: subprocess.Popen, send) -> tuple[float, list[psutil.Process]]:
-    """Signal ``process`` with ``send``; the seconds it took to exit and its descendants still alive then."""
-    tree = psutil.Process(process.pid).children(recursive=True)
+    """Signal ``process`` with ``send``; the seconds it took to exit, and which of the processes it had started
+    (before or while stopping) are still alive then."""
+    tree = {child.pid: child for child in psutil.Process(process.pid).children(recursive=True)}
     assert tree, "serve started no process (the Prefect server, a run)"
     started = time.monotonic()
     send()
-    try:
-        process.wait(timeout=STOP_SECONDS + 20)
-    except subprocess.TimeoutExpired:
+    while process.poll() is None and time.monotonic() - started < STOP_SECONDS + 20:
+        with contextlib.suppress(psutil.Error):  # a run starting its workers while it is being stopped
+            tree.update((child.pid, child) for child in psutil.Process(process.pid).children(recursive=True))
+        time.sleep(0.05)
+    if process.poll() is None:
         process.kill()
     took = time.monotonic() - started
-    gone, alive = psutil.wait_procs(tree, timeout=0.5)
+    process.wait()
+    _, alive = psutil.wait_procs(list(tree.values()), timeout=0.5)
     for leftover in alive:
         leftover.kill()
     return took, alive
@@ -120,16 +125,7 @@ def _assert_nothing_left_running(home: Home) -> None:
     assert _flow_runs(home, ("RUNNING", "PENDING", "CANCELLING")) == []
 
 
-def _serve_until_a_run_is_in_flight(home: Home, schedule: Path, log: Path) -> subprocess.Popen:
-    before = {job.job_id for job in _jobs(home, "kind = 'reevaluate'")}
-    serve = _cli(home, "serve", "--schedule", str(schedule), log=log)
-    _wait_for("re-evaluation job in flight", lambda: [j for j in _jobs(home, "kind = 'reevaluate' AND status = "
-                                                                           "'running'") if j.job_id not in before],
-              serve, log)
-    return serve
-
-
-def test_serve_runs_the_schedule_and_records_each_run_then_ctrl_c_stops_everything(served, tmp_path):
+def test_serve_runs_the_schedule_and_records_each_run_then_sigterm_stops_everything(served, tmp_path):
     home, schedule = served
     log = tmp_path / "serve.log"
     serve = _cli(home, "serve", "--schedule", str(schedule), log=log)
@@ -139,29 +135,43 @@ def test_serve_runs_the_schedule_and_records_each_run_then_ctrl_c_stops_everythi
         assert _jobs(home, "kind = 'rank' AND dataset = 'digits-s60' AND status = 'completed'")
         assert _flow_runs(home, ("COMPLETED",))
         assert "next run due 20" in log.read_text()
-        _wait_for("second run in flight", lambda: _jobs(home, "kind = 'reevaluate' AND status = 'running'"),
-                  serve, log)
-        took, alive = _stop(serve, lambda: os.killpg(serve.pid, signal.SIGINT))  # Ctrl-C: the whole group
+        took, alive = _stop(serve, lambda: serve.send_signal(signal.SIGTERM))  # to serve alone: kill, a supervisor
     finally:
         if serve.poll() is None:
             serve.kill()
     assert took < STOP_SECONDS and not alive, (took, [p.pid for p in alive], log.read_text()[-2000:])
     assert serve.returncode == 0, log.read_text()[-2000:]
     _assert_nothing_left_running(home)
-    assert _jobs(home, "kind = 'reevaluate' AND status = 'interrupted'")
 
 
-def test_sigterm_to_serve_alone_stops_it_its_server_and_the_run_in_flight(served, tmp_path):
+def test_ctrl_c_with_a_run_in_flight_stops_serve_and_the_run_and_closes_its_job(served, tmp_path):
     home, schedule = served
     log = tmp_path / "serve.log"
-    serve = _serve_until_a_run_is_in_flight(home, schedule, log)
+    before = {job.job_id for job in _jobs(home, "kind = 'reevaluate'")}
+    serve = _cli(home, "serve", "--schedule", str(schedule), log=log)
     try:
-        took, alive = _stop(serve, lambda: serve.send_signal(signal.SIGTERM))
+        in_flight = _wait_for("re-evaluation job in flight", lambda: [
+            j for j in _jobs(home, "kind = 'reevaluate' AND status = 'running'") if j.job_id not in before], serve, log)
+        took, alive = _stop(serve, lambda: os.killpg(serve.pid, signal.SIGINT))  # Ctrl-C: the whole process group
     finally:
         if serve.poll() is None:
             serve.kill()
     assert took < STOP_SECONDS and not alive, (took, [p.pid for p in alive], log.read_text()[-2000:])
+    assert serve.returncode == 0, log.read_text()[-2000:]
     _assert_nothing_left_running(home)
+    assert _jobs(home, f"job_id = '{in_flight[0].job_id}' AND status = 'interrupted'")
+
+
+def test_a_second_serve_on_one_home_is_refused_in_one_line(served, tmp_path):
+    from storage._process import exclusive
+
+    home, schedule = served
+    with exclusive(home.prefect / "serve.lock"):  # what a running serve holds
+        second = subprocess.run([sys.executable, "-m", "flows.cli", "--home", str(home.root), "serve", "--schedule",
+                                 str(schedule)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().startswith("error: another facezoo serve already serves")
+    assert f"process {os.getpid()}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
 
 
 def test_a_signal_to_facezoo_ui_alone_stops_the_mlflow_server_and_its_workers(served, tmp_path):
