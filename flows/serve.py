@@ -148,30 +148,35 @@ class PrefectServer:
     def __enter__(self) -> "PrefectServer":
         from storage._process import exclusive
 
-        log = open(self.home.prefect / "server.log", "ab")  # noqa: SIM115 - the child holds it; closed below
         # one server start at a time on a home: a first start migrates the database (tasks/_prefect.py does the same)
         with exclusive(self.home.prefect / ".server-start.lock"):
-            self.process = subprocess.Popen(self._command(), env=self._environment(), stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-            log.close()
-            try:
-                self._wait_until_healthy()
-            except BaseException:
-                self.stop()
-                raise
-        return self
+            for attempt in range(3):  # the free port was taken between choosing it and the server binding it
+                if attempt:
+                    self.port = _free_port()
+                    self.api_url = f"http://127.0.0.1:{self.port}/api"
+                with open(self.home.prefect / "server.log", "ab") as log:  # the child keeps its own copy
+                    self.process = subprocess.Popen(self._command(), env=self._environment(), stdout=log,
+                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                    start_new_session=True)
+                try:
+                    if self._wait_until_healthy():
+                        return self
+                except BaseException:
+                    self.stop()
+                    raise
+        raise FaceZooError(f"the Prefect server exited with status {self.process.returncode} while starting; "
+                           f"see {self.home.prefect / 'server.log'}")
 
-    def _wait_until_healthy(self) -> None:
+    def _wait_until_healthy(self) -> bool:
+        """``True`` once the server answers; ``False`` when it exited instead."""
         deadline = time.monotonic() + self.startup_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise FaceZooError(f"the Prefect server exited with status {self.process.returncode} while starting; "
-                                   f"see {self.home.prefect / 'server.log'}")
+                return False
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
-                        return
+                        return True
             time.sleep(0.2)
         raise FaceZooError(f"the Prefect server did not answer within {self.startup_seconds:g} s; "
                            f"see {self.home.prefect / 'server.log'}")
@@ -192,16 +197,27 @@ def _when(moment: datetime) -> str:
     return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({wait if seconds > 0 else 'now'})"
 
 
-async def _next_run(client: Any, deployment_id: Any) -> datetime | None:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
-    from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+async def _runs(client: Any, *, deployment_id: Any = None, states: tuple[str, ...] = (), sort: Any = None,
+                limit: int | None = None, **where: Any) -> list[Any]:
+    """Flow runs of the deployment (any, without one) in ``states`` (any, without them), filtered further by the
+    ``FlowRunFilter`` fields in ``where``."""
+    from prefect.client.schemas import filters
     from prefect.client.schemas.objects import StateType
+
+    if states:
+        where["state"] = filters.FlowRunFilterState(
+            type=filters.FlowRunFilterStateType(any_=[StateType(state) for state in states]))
+    deployments = (filters.DeploymentFilter(id=filters.DeploymentFilterId(any_=[deployment_id]))
+                   if deployment_id is not None else None)
+    return await client.read_flow_runs(deployment_filter=deployments, flow_run_filter=filters.FlowRunFilter(**where),
+                                       sort=sort, limit=limit)
+
+
+async def _next_run(client: Any, deployment_id: Any) -> datetime | None:
     from prefect.client.schemas.sorting import FlowRunSort
 
-    runs = await client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
-        sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=1)
+    runs = await _runs(client, deployment_id=deployment_id, states=("SCHEDULED",),
+                       sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC, limit=1)
     return runs[0].next_scheduled_start_time if runs else None
 
 
@@ -224,21 +240,17 @@ async def _close_runs(client: Any, deployment_id: Any, since: datetime | None = 
     """Mark ``Cancelled`` the runs of the deployment left pending or running by a process that was stopped (this
     one's, or a killed ``serve`` before it), and the flow runs nested in them (``rank_zoo`` of each dataset):
     those started ``since``, or every unfinished one."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
     from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId, FlowRunFilterStartTime
-    from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
 
-    unfinished = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(s) for s in _UNFINISHED]))
-    started = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)) if since else FlowRunFilter(
-        state=unfinished)
-    runs = await client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])), flow_run_filter=started)
-    parents, closing = [run.id for run in runs], [run for run in runs if run.state_type.value in _UNFINISHED]
+    if since is None:
+        runs = await _runs(client, deployment_id=deployment_id, states=_UNFINISHED)
+    else:
+        runs = await _runs(client, deployment_id=deployment_id, start_time=FlowRunFilterStartTime(after_=since))
+    closing = [run for run in runs if run.state_type.value in _UNFINISHED]
+    parents = [run.id for run in runs]
     while parents:
-        nested = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents), state=unfinished))
+        nested = await _runs(client, states=_UNFINISHED, parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents))
         closing += nested
         parents = [run.id for run in nested]
     for run in closing:
@@ -249,16 +261,10 @@ async def _close_runs(client: Any, deployment_id: Any, since: datetime | None = 
 async def _drop_missed_runs(client: Any, deployment_id: Any) -> int:
     """Delete the deployment's scheduled runs whose time passed while nothing served it: each would re-evaluate
     the same zoo on the same datasets, one after the other."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
-    from prefect.client.schemas.filters import FlowRunFilterExpectedStartTime, FlowRunFilterState
-    from prefect.client.schemas.filters import FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.filters import FlowRunFilterExpectedStartTime
 
-    missed = await client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc))))
+    missed = await _runs(client, deployment_id=deployment_id, states=("SCHEDULED",),
+                         expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc)))
     for run in missed:
         await client.delete_flow_run(run.id)
     return len(missed)
