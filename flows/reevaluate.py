@@ -94,7 +94,8 @@ def prefect_schedule(schedule: Schedule) -> PrefectSchedule:
 
 
 def deployment(schedule: Schedule, home: str | None = None) -> Any:
-    """The scheduled deployment of :func:`reevaluate` that ``serve`` runs (a ``RunnerDeployment``)."""
+    """The scheduled deployment of :func:`reevaluate` (a ``RunnerDeployment``), as ``facezoo serve`` registers it
+    through Prefect's runner, for ``flow.serve``/``prefect.serve`` against a server of one's own."""
     return reevaluate.to_deployment(
         name=schedule.name, schedule=prefect_schedule(schedule),
         parameters={"zoo": schedule.zoo, "device": schedule.device, "home": str(Home.resolve(home).root)},
