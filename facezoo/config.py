@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from facezoo.errors import FaceZooError
 
-__all__ = ["Home", "MIN_FREE_BYTES"]
+__all__ = ["MIN_FREE_BYTES", "Home"]
 
 MIN_FREE_BYTES = 512 * 2**20  # below this much free disk a run would fail half-way: refuse it up front
 
@@ -44,7 +44,7 @@ class Home(BaseModel):
     root: Path
 
     @classmethod
-    def resolve(cls, home: str | Path | None = None) -> "Home":
+    def resolve(cls, home: str | Path | None = None) -> Home:
         """``home``, else ``$FACEZOO_HOME``, else ``./.facezoo`` (made absolute)."""
         raw = home if home is not None else os.environ.get("FACEZOO_HOME", ".facezoo")
         return cls(root=Path(raw).expanduser().resolve())
@@ -78,7 +78,7 @@ class Home(BaseModel):
         """ONNX exports of the models and their equality verdicts (facezoo.backends), by content digest."""
         return self.root / "onnx"
 
-    def ensure(self, min_free_bytes: int | None = None) -> "Home":
+    def ensure(self, min_free_bytes: int | None = None) -> Home:
         """Create the folders; fail early, with one line, if the home is not writable or the disk is nearly full
         (below ``min_free_bytes``, default ``$FACEZOO_MIN_FREE_MB`` MiB or :data:`MIN_FREE_BYTES`)."""
         if min_free_bytes is None:
@@ -104,7 +104,7 @@ class Home(BaseModel):
             )
         return self
 
-    def activate(self) -> "Home":
+    def activate(self) -> Home:
         """Point Prefect and MLflow at this home and quiet their telemetry (before they are imported)."""
         self.ensure()
         os.environ["FACEZOO_HOME"] = str(self.root)

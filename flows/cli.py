@@ -332,9 +332,8 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the home's tracking database (127.0.0.1 unless --host says otherwise)."""
     home = _home()
-    from storage.tracking import Tracker
-
     from flows.serve import serve_ui
+    from storage.tracking import Tracker
 
     argv = Tracker(home.tracking_uri, home.artifacts).ui_command(host=host, port=port)
     typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C or SIGTERM stops it and its workers)")

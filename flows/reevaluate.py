@@ -42,7 +42,7 @@ class Schedule(BaseModel):
     device: str = "auto"
 
     @model_validator(mode="after")
-    def _one_schedule(self) -> "Schedule":
+    def _one_schedule(self) -> Schedule:
         if self.interval is not None and "cron" in self.model_fields_set:
             raise ValueError("give cron or interval, not both")
         return self

@@ -25,9 +25,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -145,7 +145,7 @@ class PrefectServer:
             env.pop(ephemeral, None)
         return env
 
-    def __enter__(self) -> "PrefectServer":
+    def __enter__(self) -> Self:
         from storage._process import exclusive
 
         # one server start at a time on a home: a first start migrates the database (tasks/_prefect.py does the same)
@@ -173,10 +173,9 @@ class PrefectServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return True
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
             time.sleep(0.2)
         raise FaceZooError(f"the Prefect server did not answer within {self.startup_seconds:g} s; "
                            f"see {self.home.prefect / 'server.log'}")
@@ -186,15 +185,15 @@ class PrefectServer:
             stop_processes(lambda: _tree(self.process.pid))
             self.process.wait()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
 def _when(moment: datetime) -> str:
-    seconds = (moment - datetime.now(timezone.utc)).total_seconds()
+    seconds = (moment - datetime.now(UTC)).total_seconds()
     wait = (f"in {seconds:.0f} s" if seconds < 120 else f"in {seconds / 60:.0f} min" if seconds < 7200
             else f"in {seconds / 3600:.1f} h")
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({wait if seconds > 0 else 'now'})"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({wait if seconds > 0 else 'now'})"
 
 
 async def _runs(client: Any, *, deployment_id: Any = None, states: tuple[str, ...] = (), sort: Any = None,
@@ -264,7 +263,7 @@ async def _drop_missed_runs(client: Any, deployment_id: Any) -> int:
     from prefect.client.schemas.filters import FlowRunFilterExpectedStartTime
 
     missed = await _runs(client, deployment_id=deployment_id, states=("SCHEDULED",),
-                         expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(timezone.utc)))
+                         expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)))
     for run in missed:
         await client.delete_flow_run(run.id)
     return len(missed)
@@ -297,7 +296,7 @@ async def _serve(schedule: Any, home: Home, server: PrefectServer, echo: Callabl
         if stale or missed:
             echo(f"closed {stale} run(s) a stopped serve left running; dropped {missed} run(s) missed while not "
                  "serving (the next run re-evaluates everything anyway)")
-        since = datetime.now(timezone.utc)
+        since = datetime.now(UTC)
         stop = asyncio.Event()
         serving = asyncio.create_task(runner.start())
         await asyncio.sleep(0)  # runner.start() installs its own SIGTERM handler first thing: ours replace it

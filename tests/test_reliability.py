@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import reliability  # noqa: E402
+import reliability
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +147,9 @@ def test_yaml_tags_that_would_build_python_objects_are_refused(tmp_path):
 
 
 def test_the_servers_the_project_starts_listen_on_localhost_only(monkeypatch, tmp_path):
-    import tasks._prefect as prefect_setup
     from prefect.server.api.server import SubprocessASGIServer
+
+    import tasks._prefect as prefect_setup
     from storage.tracking import Tracker
 
     started = []

@@ -168,7 +168,7 @@ def test_a_second_serve_on_one_home_is_refused_in_one_line(served, tmp_path):
     home, schedule = served
     with exclusive(home.prefect / "serve.lock"):  # what a running serve holds
         second = subprocess.run([sys.executable, "-m", "flows.cli", "--home", str(home.root), "serve", "--schedule",
-                                 str(schedule)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                                 str(schedule)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert second.returncode == 2, second.stderr
     assert second.stderr.strip().startswith("error: another facezoo serve already serves")
     assert f"process {os.getpid()}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
@@ -184,9 +184,9 @@ def test_a_signal_to_facezoo_ui_alone_stops_the_mlflow_server_and_its_workers(se
         ui = _cli(home, "ui", "--port", str(port), log=log)
         try:
             # the MLflow server has started its uvicorn: the tree a signal must bring down (listening or not yet)
-            _wait_for("MLflow server and its uvicorn", lambda: len(psutil.Process(ui.pid).children(recursive=True))
-                      >= 2, ui, log, timeout=120)
-            took, alive = _stop(ui, lambda: ui.send_signal(sig))  # to facezoo ui alone, as kill or a supervisor
+            _wait_for("MLflow server and its uvicorn", lambda ui=ui: len(psutil.Process(ui.pid).children(
+                recursive=True)) >= 2, ui, log, timeout=120)
+            took, alive = _stop(ui, lambda ui=ui, sig=sig: ui.send_signal(sig))  # to facezoo ui alone, as kill does
         finally:
             if ui.poll() is None:
                 ui.kill()
