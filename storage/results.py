@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from facezoo.errors import FaceZooError, first_line
-from storage._process import process_alive
+from storage._process import exclusive, process_alive
 
 if TYPE_CHECKING:
     from facezoo.data import Dataset
@@ -307,11 +307,16 @@ class ResultsStore:
         with self._lock:
             if not self._schema_ready:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                con = self._open(read_only=False)
-                try:
-                    con.execute(SCHEMA)
-                finally:
-                    con.close()
+                # one process at a time creates the file: another opening it before its header is written reads
+                # "not a valid DuckDB database file" (jobs started together on a new home)
+                with exclusive(self.path.with_name(self.path.name + ".init-lock")):
+                    if self.path.is_file() and self.path.stat().st_size == 0:
+                        self.path.unlink()  # a creation that lost that race before this lock: no data, no header
+                    con = self._open(read_only=False)
+                    try:
+                        con.execute(SCHEMA)
+                    finally:
+                        con.close()
                 self._schema_ready = True
             con = self._open(read_only)
             try:

@@ -110,6 +110,16 @@ def test_many_jobs_started_at_once_on_new_homes_all_complete(work):
     assert not failures, "\n".join(failures)
 
 
+def test_an_empty_results_file_left_by_a_lost_creation_race_is_created_again(tmp_path):
+    """Eight CLI jobs at once on a new home once left a 0-byte results.duckdb (one job created the file, another
+    read it before its header was written and both failed): every later job on that home failed with "not a valid
+    DuckDB database file". The first open now creates the file under a lock, and an empty file holds nothing."""
+    from storage.results import ResultsStore
+
+    (tmp_path / "results.duckdb").touch()
+    assert ResultsStore(tmp_path / "results.duckdb").query("SELECT count(*) AS n FROM jobs").n[0] == 0
+
+
 def test_a_disk_that_fills_up_mid_run_fails_every_model_with_that_reason(work, zoo, expected):
     outcome = reliability.disk_full_scenario(work, zoo)
     assert _held(outcome) is True, outcome.detail
