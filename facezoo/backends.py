@@ -67,17 +67,23 @@ def choose(model: ModelAdapter, device: torch.device, requested: str = "auto", *
     backend = "onnxruntime" if requested == "auto" else requested
     if dense and backend == "onnxruntime":  # the exported graph gives pooled features, not feature maps
         backend = "channels-last"
+    why = None
     while backend != "eager":
         usable = model.export_example() is not None if backend == "onnxruntime" else model.supports_channels_last
         verdict = _read_verdict(export_dir, model, backend)
         if usable and (verdict is None or verdict["ok"]):
-            return backend
-        if requested == backend:
-            why = verdict["reason"] if verdict is not None else "the model does not support it"
-            warnings.warn(f"{model.name}: backend {backend} not used ({why}); running {_FALLBACK[backend]}",
-                          stacklevel=2)
-        backend = _FALLBACK[backend]
+            break
+        why = why or (verdict["reason"] if usable else "the model does not support it")
+        backend = _fallback(model, backend)
+    if requested not in ("auto", backend):
+        warnings.warn(f"{model.name}: backend {requested} not used ({why}); running {backend}", stacklevel=2)
     return backend
+
+
+def _fallback(model: ModelAdapter, backend: str) -> str:
+    """The next backend of the chain ``onnxruntime → channels-last → eager`` that ``model`` supports."""
+    backend = _FALLBACK[backend]
+    return "eager" if backend == "channels-last" and not model.supports_channels_last else backend
 
 
 class Runner:
@@ -89,9 +95,11 @@ class Runner:
 
     def __init__(self, model: ModelAdapter, device: torch.device, backend: str, export_dir: Path | None,
                  threads: int):
-        self.model, self.device, self.backend, self.export_dir, self.threads = model, device, backend, export_dir, threads
+        self.model, self.device, self.backend = model, device, backend
+        self.export_dir, self.threads = export_dir, threads
         self.channels_last = backend == "channels-last" or (device.type == "cuda" and model.supports_channels_last)
-        self.checked = backend in ("eager", model.runtime) or _read_verdict(export_dir, model, backend) is not None
+        verdict = _read_verdict(export_dir, model, backend)
+        self.checked = backend in ("eager", model.runtime) or (verdict is not None and verdict["ok"])
         self._session: Any = None
         if backend == "onnxruntime" and model.runtime == "torch":  # an ONNX file's adapter runs its session itself
             model.to(device)
@@ -134,9 +142,7 @@ class Runner:
         return fallback if fallback.checked else fallback.check(batch)
 
     def _reject(self, reason: str) -> Runner:
-        fallback = _FALLBACK[self.backend]
-        while fallback == "channels-last" and not self.model.supports_channels_last:
-            fallback = _FALLBACK[fallback]
+        fallback = _fallback(self.model, self.backend)
         warnings.warn(f"{self.model.name}: backend {self.backend} rejected ({reason}); running {fallback}",
                       stacklevel=3)
         self._session = None
@@ -153,7 +159,7 @@ def runner(model: ModelAdapter, device: torch.device, backend: str, *, export_di
     except _ExportError as error:
         verdict = {"ok": False, "reason": f"export failed: {error}"}
         _write_verdict(export_dir, model, backend, verdict)
-        fallback = _FALLBACK[backend] if model.supports_channels_last else "eager"
+        fallback = _fallback(model, backend)
         warnings.warn(f"{model.name}: backend {backend} rejected ({verdict['reason']}); running {fallback}",
                       stacklevel=2)
         return runner(model, device, fallback, export_dir=export_dir, threads=threads)

@@ -218,7 +218,8 @@ def _forkserver(model: ModelAdapter) -> Any:
     preprocessing) when it starts: each worker forked from it then starts in ~0.3 s instead of ~2.7 s of imports.
     It starts once per process, so the first extraction's model decides. Forking from it stays safe: the server
     never computes, so the idle threads BLAS starts at import hold no lock."""
-    own = [type(getattr(model, a)).__module__ for a in ("transform", "tokenizer") if getattr(model, a, None) is not None]
+    own = [type(value).__module__ for value in (getattr(model, "transform", None), getattr(model, "tokenizer", None))
+           if value is not None]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__", "facezoo.extract", "facezoo.models", *own])
     return context

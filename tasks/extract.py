@@ -105,6 +105,7 @@ def extract_features(
     return FeatureRef(
         model=model.name, source=model.source, digest=model.digest, modality=model.modality, dim=model.dim,
         num_logits=model.num_logits, preprocessing=model.preprocessing, dataset=dataset.name, split=split,
-        cache_key=stored.metadata["cache_key"], backend=stored.metadata["backend"], path=str(stored.path), cache_hit=hit, n=len(stored.labels),
+        cache_key=stored.metadata["cache_key"], backend=stored.metadata["backend"], path=str(stored.path),
+        cache_hit=hit, n=len(stored.labels),
         extraction_seconds=0.0 if hit else float(stored.metadata["extraction_seconds"]),
     )

@@ -406,6 +406,8 @@ def test_backend_names_and_devices_are_checked():
     with pytest.raises(FaceZooError, match="backend 'onnxruntime' runs on the CPU"):
         backends.choose(tiny_timm(), torch.device("cuda"), "onnxruntime")
     assert backends.choose(tiny_timm(), torch.device("cuda"), "auto") == "eager"
+    with pytest.warns(UserWarning, match="backend onnxruntime not used .the model does not support it.; running eager"):
+        assert backends.choose(MeanColour(), torch.device("cpu"), "onnxruntime") == "eager"
 
 
 def test_compare_applies_the_cosine_and_scale_tolerances():
