@@ -335,8 +335,11 @@ def ui(
     from flows.serve import serve_ui
     from storage.tracking import Tracker
 
-    argv = Tracker(home.tracking_uri, home.artifacts).ui_command(host=host, port=port)
+    tracker = Tracker(home.tracking_uri, home.artifacts)
+    argv = tracker.ui_command(host=host, port=port)
     typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C or SIGTERM stops it and its workers)")
+    for dataset, url in tracker.ui_urls(host, port).items():  # plain links open MLflow's GenAI pages
+        typer.echo(f"  {dataset}: {url}")
     raise typer.Exit(code=serve_ui(argv))
 
 

@@ -175,7 +175,10 @@ def test_a_second_serve_on_one_home_is_refused_in_one_line(served, tmp_path):
 
 
 def test_a_signal_to_facezoo_ui_alone_stops_the_mlflow_server_and_its_workers(served, tmp_path):
+    from storage.tracking import Tracker
+
     home, _ = served
+    Tracker(home.tracking_uri, home.artifacts).experiment_for("digits-s60")  # a dataset with runs to link to
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -191,3 +194,4 @@ def test_a_signal_to_facezoo_ui_alone_stops_the_mlflow_server_and_its_workers(se
             if ui.poll() is None:
                 ui.kill()
         assert took < STOP_SECONDS and not alive, (sig.name, took, [p.pid for p in alive], log.read_text()[-2000:])
+        assert "runs?workflowType=machine_learning" in log.read_text()  # each dataset's link opens on its runs
