@@ -1,0 +1,100 @@
+"""The ranking-quality benchmark's machinery (``benchmarks/ranking_quality.py``): the task split, the ground truth
+kept as data, and the sentences of its report. Offline and fast: no model is trained here."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import ranking_quality as rq  # noqa: E402
+
+from facezoo import FaceZooError  # noqa: E402
+
+V1_REPORT_HALF = {"cifar10", "mnist", "sst2", "mr", "mpqa", "reuters-r8"}  # v1's held-out half, as committed
+
+
+def test_task_split_v2_meets_issue_14():
+    tasks = [t for t in rq.TASKS if t.half in rq.HALVES]
+    assert len(tasks) >= 16 and sum(t.classes >= 4 for t in tasks) >= 10
+    assert {t.modality for t in tasks} == {"image", "text"}
+    assert V1_REPORT_HALF <= {t.name for t in tasks if t.half == "heldout"}
+    for half in rq.HALVES:
+        assert {t.modality for t in tasks if t.half == half} == {"image", "text"}, half
+
+
+@pytest.mark.parametrize("name", sorted(rq.BUDGETS))
+def test_every_budget_has_three_seeds_and_three_values_to_choose_from(name):
+    rq.check_budget(name)
+
+
+def test_a_budget_with_one_learning_rate_is_refused(monkeypatch):
+    monkeypatch.setitem(rq.BUDGETS, "bad", {**rq.BUDGETS["smoke"], "text": {"steps": 5, "lr_grid": [1e-4]}})
+    with pytest.raises(FaceZooError, match="text needs at least 3 learning rates"):
+        rq.check_budget("bad")
+
+
+def row(model, stage, seed, accuracy=None, lr=0.01, c=None, **extra):
+    return {"task": "digits", "model": model, "stage": stage, "seed": seed, "protocol": "full", "lr": lr,
+            "weight_decay": 1e-4, "c": c, "test_accuracy": accuracy, "budget": "smoke",
+            "budget_hash": rq.budget_hash(rq.BUDGETS["smoke"], "image"), "dataset_fingerprint": "f", **extra}
+
+
+def test_ground_truth_file_is_extended_and_the_first_measurement_stands(tmp_path):
+    path = tmp_path / "gt" / "smoke.csv"
+    rq.append_ground_truth(path, [row("a", "test", 0, 0.5), row("a", "val", 0, lr=0.03, val_score=0.4)])
+    table = rq.append_ground_truth(path, [row("a", "test", 0, 0.9), row("a", "test", 1, 0.6)])
+    assert len(table) == 3 and not path.with_suffix(".csv.tmp").exists()
+    stored = rq.read_ground_truth(path)
+    assert stored.columns.tolist() == rq.GT_COLUMNS
+    test = stored[stored.stage == "test"].set_index("seed").test_accuracy
+    assert test.to_dict() == {0: 0.5, 1: 0.6}  # the re-measured seed 0 did not overwrite the stored one
+    # frozen_head rows: C set, lr missing; a second append of the same row (None vs NaN after reading) is a duplicate
+    frozen = row("b", "test", 0, 0.7, lr=None, c=1.0, protocol="frozen_head")
+    rq.append_ground_truth(path, [frozen])
+    assert len(rq.append_ground_truth(path, [frozen])) == 4
+
+
+def test_complete_keeps_models_with_every_seed():
+    table = pd.DataFrame([row("a", "test", s, 0.5 + s / 10) for s in (0, 1, 2)] + [row("b", "test", 0, 0.4)]
+                         + [row("a", "val", 0, lr=0.03, val_score=0.4)], columns=rq.GT_COLUMNS)
+    wide = rq.complete(table, "digits", [0, 1, 2])
+    assert wide.index.tolist() == ["a"] and wide.loc["a"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_rows_of_another_budget_or_other_data_are_refused(tmp_path):
+    data = SimpleNamespace(task="image", fingerprint="f")
+    good = pd.DataFrame([row("a", "test", 0, 0.5)], columns=rq.GT_COLUMNS)
+    rq.check_rows(good, data, "smoke", tmp_path / "smoke.csv")
+    with pytest.raises(FaceZooError, match="another 'smoke' budget"):
+        rq.check_rows(good.assign(budget_hash="0000"), data, "smoke", tmp_path / "smoke.csv")
+    with pytest.raises(FaceZooError, match="other data"):
+        rq.check_rows(good, SimpleNamespace(task="image", fingerprint="g"), "smoke", tmp_path / "smoke.csv")
+
+
+def test_budget_hash_ignores_seeds_and_follows_the_settings():
+    smoke = rq.BUDGETS["smoke"]
+    assert rq.budget_hash({**smoke, "seeds": [0, 1, 2, 3]}, "image") == rq.budget_hash(smoke, "image")
+    assert rq.budget_hash({**smoke, "max_samples": 301}, "image") != rq.budget_hash(smoke, "image")
+    assert rq.budget_hash(rq.BUDGETS["cpu"], "text") != rq.budget_hash(rq.BUDGETS["cpu-lite"], "text")
+
+
+def test_findings_name_the_significant_differences():
+    gen = np.random.default_rng(0)
+    hard = gen.uniform(-0.5, 0.5, 8)  # what a task does to every metric
+    rows = []
+    for i, h in enumerate(hard):
+        for metric, edge in (("face", 0.0), ("logme", 0.3), ("knn", 0.02 + 0.05 * (-1) ** i)):
+            rows.append({"task": f"t{i}", "metric": metric, "weighted_tau": h + edge, "kendall_tau": h + edge,
+                         "top1_regret": 0.1, "half": "heldout", "modality": "image", "classes": 10})
+    summary = rq.summarise(pd.DataFrame(rows), [f"t{i}" for i in range(8)])
+    assert summary.metric.tolist() == ["logme", "knn", "face"] and summary.best.iloc[0] == "logme"
+    words = "\n".join(rq.findings("held-out image tasks", 8, summary, 0.8))
+    assert "best mean weighted τ is **logme**" in words and "noise ceiling there is +0.80" in words
+    assert "significantly better than face (paired difference in mean τ, 95 % interval): logme (+0.30" in words
+    assert "significantly worse than logme: knn" in words and "face (-0.30" in words
+    assert "knn" not in words.split("significantly better than face")[1].split("\n")[0]
+    assert rq.findings("held-out text tasks", 1, summary.head(0), float("nan"))[0].endswith("no comparison.")
