@@ -556,7 +556,8 @@ def choose(ablations: list[Ablation], log: Any = print) -> tuple[dict[str, Any],
     dev = [a for a in ablations if a.half == "dev"]
 
     def score(config: dict[str, Any]) -> float:
-        return float(np.nanmean([a.tau(config) for a in dev]))
+        taus = [t for t in (a.tau(config) for a in dev) if np.isfinite(t)]
+        return float(np.mean(taus)) if taus else float("nan")
 
     chosen, best = dict(ORIGINAL), score(ORIGINAL)
     path = [f"start: {label(chosen)} (mean τ {best:+.3f})"]

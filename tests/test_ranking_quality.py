@@ -98,3 +98,16 @@ def test_findings_name_the_significant_differences():
     assert "significantly worse than logme: knn" in words and "face (-0.30" in words
     assert "knn" not in words.split("significantly better than face")[1].split("\n")[0]
     assert rq.findings("held-out text tasks", 1, summary.head(0), float("nan"))[0].endswith("no comparison.")
+
+
+def test_choose_stops_when_no_dev_task_has_a_tau():
+    calls = []
+
+    def tau(config):
+        calls.append(config)
+        if len(calls) > 1000:
+            raise AssertionError("choose() keeps stepping on NaN means")
+        return float("nan")  # a degenerate or 2-model task: no τ
+
+    chosen, path = rq.choose([SimpleNamespace(half="dev", tau=tau)], log=lambda _line: None)
+    assert chosen == rq.ORIGINAL and len(path) == 1
