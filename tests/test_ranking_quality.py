@@ -111,3 +111,15 @@ def test_choose_stops_when_no_dev_task_has_a_tau():
 
     chosen, path = rq.choose([SimpleNamespace(half="dev", tau=tau)], log=lambda _line: None)
     assert chosen == rq.ORIGINAL and len(path) == 1
+
+
+def test_budget_comparison_reads_the_other_budgets_file(tmp_path):
+    models = ["a", "b", "c", "d"]
+    other = [row(m, "test", s, 0.5 + 0.1 * i + 0.01 * s, seconds=10.0) for i, m in enumerate(models) for s in (0, 1, 2)]
+    other = [{**r, "budget": "cpu-lite", "budget_hash": "x"} for r in other]
+    rq.append_ground_truth(tmp_path / "cpu-lite.csv", other)
+    reversed_order = pd.DataFrame({s: [0.9 - 0.1 * i + 0.01 * s for i in range(4)] for s in (0, 1, 2)}, index=models)
+    run = {"task": rq.TASKS[0], "seeds": reversed_order, "cost": {"fine-tune": 60.0}}
+    args = SimpleNamespace(ground_truth_dir=tmp_path, budget="cpu")
+    lines = rq.budget_comparison([run], "cpu-lite", args)
+    assert lines[4] == "| digits | 4 | -1.00 / -1.00 | +1.00 | +1.00 | 60 / 120 |"
