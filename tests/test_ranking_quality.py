@@ -123,3 +123,34 @@ def test_budget_comparison_reads_the_other_budgets_file(tmp_path):
     args = SimpleNamespace(ground_truth_dir=tmp_path, budget="cpu")
     lines = rq.budget_comparison([run], "cpu-lite", args)
     assert lines[4] == "| digits | 4 | -1.00 / -1.00 | +1.00 | +1.00 | 60 / 120 |"
+
+
+def test_ground_truth_selects_once_then_runs_only_the_missing_seeds_at_the_chosen_rate(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_full(model, train, test, budget, **_):
+        calls.append((budget.lr_grid, budget.seed))
+        grid = [{"lr": lr, "weight_decay": 1e-4, "validation_accuracy": {0.01: 0.8}.get(lr, 0.5), "diverged": False}
+                for lr in budget.lr_grid]
+        best = max(grid, key=lambda g: g["validation_accuracy"])
+        return rq.finetune.FineTuneResult(accuracy=0.6 + budget.seed / 100, mean_class_accuracy=0.5, protocol="full",
+                                          budget={}, selected={"lr": best["lr"], "weight_decay": 1e-4, "grid": grid})
+
+    monkeypatch.setattr(rq.finetune, "full", fake_full)
+    monkeypatch.setattr(rq.finetune, "resolve_protocol", lambda *a, **k: ("full", None))
+    data = SimpleNamespace(task="image", fingerprint="f", name="digits-s300", split_names=("test", "train"),
+                           subset=lambda split: [0] * (8 if split == "train" else 2))
+    spec = SimpleNamespace(name="m", create=object)
+    path = tmp_path / "smoke.csv"
+    lines = []
+    table = rq.ground_truth(rq.TASKS[0], spec, data, "smoke", path, device="cpu", home=tmp_path, log=lines.append)
+    assert calls == [((0.03, 0.01, 0.003), 0), ((0.01,), 1), ((0.01,), 2)]
+    val = table[table.stage == "val"]
+    assert val.lr.tolist() == [0.003, 0.01, 0.03] and val.chosen.astype(str).tolist() == ["False", "True", "False"]
+    assert table[table.stage == "test"].set_index("seed").test_accuracy.to_dict() == {0: 0.6, 1: 0.61, 2: 0.62}
+    calls.clear()
+    rq.ground_truth(rq.TASKS[0], spec, data, "smoke", path, device="cpu", home=tmp_path)
+    assert calls == []  # everything stored: nothing recomputed
+    monkeypatch.setitem(rq.BUDGETS, "smoke", {**rq.BUDGETS["smoke"], "seeds": [0, 1, 2, 3]})
+    rq.ground_truth(rq.TASKS[0], spec, data, "smoke", path, device="cpu", home=tmp_path)
+    assert calls == [((0.01,), 3)]  # a new seed reuses the stored choice, read back from the file
