@@ -743,8 +743,10 @@ def _statistics_section(taus: pd.DataFrame, ceilings: dict[str, dict[str, float]
     lines = ["## Statistics over tasks", "",
              "Means over the group's tasks with 95 % percentile bootstrap intervals (10 000 resamples of the tasks). "
              "Δ: the paired interval of the difference in mean weighted τ (tasks both metrics scored, resampled "
-             "jointly); **sig.** where it excludes 0. Top-1 regret: accuracy points lost by taking the metric's first "
-             "pick (lower is better).", ""]
+             "jointly); **sig.** where it excludes 0. The intervals are not corrected for multiple comparisons: with "
+             "~15 metrics per group, about one 'significant' difference in 20 true ties is expected by chance. A "
+             "metric whose scores tie every model on a task has no τ there and is averaged over fewer tasks. Top-1 "
+             "regret: accuracy lost by taking the metric's first pick (lower is better).", ""]
     words = ["## Findings", ""]
     for name, tasks in groups(taus).items():
         summary = summarise(taus, tasks)
