@@ -57,9 +57,11 @@ def choose(model: ModelAdapter, device: torch.device, requested: str = "auto", *
 
     Cheap (reads at most a few small verdict files): the feature cache key needs it before any extraction.
     """
-    check_name(requested)
-    if model.runtime != "torch":
+    if model.runtime != "torch":  # its own runtime; the name it returns comes back here as ``requested``
+        if requested not in (*BACKENDS, model.runtime):
+            check_name(requested)
         return model.runtime
+    check_name(requested)
     if device.type != "cpu":
         if requested not in ("auto", "eager"):
             raise FaceZooError(f"backend {requested!r} runs on the CPU; on {device} use auto or eager")

@@ -427,3 +427,20 @@ def test_compare_applies_the_cosine_and_scale_tolerances():
     verdict = backends.compare({"features": ref}, {"features": flipped})
     assert not verdict["ok"] and verdict["cosine"] == pytest.approx(-1.0)
     assert not backends.compare({"features": ref, "logits": ref}, {"features": ref})["ok"]  # logits missing
+
+
+def test_a_model_on_its_own_runtime_goes_through_the_feature_task(tmp_path):
+    """WordLlama, fastText and ONNX files run on their own runtime: the task chose it, then passed that name on to
+    the engine, which refused it as an unknown backend (every static text encoder failed in rank_zoo)."""
+    from storage.features import FeatureStore
+    from tasks.extract import stored_features
+
+    class OwnRuntime(MeanColour):
+        runtime = "numpy-vectors"
+
+    dataset, _ = colour_dataset()
+    options = {"num_workers": 0, "device": "cpu", "progress": False, "export_dir": str(tmp_path / "onnx")}
+    stored, hit = stored_features(OwnRuntime(), dataset, "train", FeatureStore(tmp_path / "features"), **options)
+    assert not hit and stored.metadata["backend"] == "numpy-vectors"
+    with pytest.raises(FaceZooError, match="unknown backend 'tensorrt'"):
+        backends.choose(OwnRuntime(), torch.device("cpu"), "tensorrt")
