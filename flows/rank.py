@@ -283,6 +283,6 @@ def _record(
 def _tracked(ref: FeatureRef, scores: ModelScores) -> dict[str, Any]:
     return {
         "name": ref.model, "source": ref.source, "digest": ref.digest, "dim": ref.dim, "n": scores.n,
-        "n_classes": scores.n_classes, "cache_key": ref.cache_key, "cache_hit": ref.cache_hit,
+        "n_classes": scores.n_classes, "cache_key": ref.cache_key, "cache_hit": ref.cache_hit, "backend": ref.backend,
         "extraction_seconds": ref.extraction_seconds, "seconds": scores.seconds, "metric_errors": scores.errors,
     }
