@@ -321,7 +321,8 @@ def serve(schedule: Optional[str] = typer.Option(None, "--schedule", help="Sched
     _run(serve_schedule, settings, home=str(home.root), echo=typer.echo)
     # everything serve started has stopped and its jobs are closed: skip the interpreter's teardown of torch,
     # Prefect and MLflow, which takes seconds on a busy machine, more than a supervisor's stop allows
-    sys.stdout.flush(), sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(0)
 
 
