@@ -45,10 +45,11 @@ def stage(message: str) -> None:
 class Progress:
     """Counts done units of one stage; a bar on a terminal, timed lines elsewhere."""
 
-    def __init__(self, total: int | None, description: str, unit: str = "it", interval: float = _INTERVAL) -> None:
+    def __init__(self, total: int | None, description: str, unit: str = "it", interval: float = _INTERVAL,
+                 enabled: bool = True) -> None:
         self.total, self.description, self.unit, self.interval = total, description, unit, interval
         self.done = 0
-        self._mode = mode()
+        self._mode = mode() if enabled else "off"
         self._start = self._last = time.perf_counter()
         self._bar: Any = None
         if self._mode == "bar":
@@ -101,10 +102,4 @@ class Progress:
 
 def task(total: int | None, description: str, unit: str = "it", enabled: bool = True) -> Progress:
     """A :class:`Progress` for one stage; ``enabled=False`` says nothing (library calls that asked for silence)."""
-    if not enabled:
-        silent = Progress.__new__(Progress)
-        silent.total, silent.description, silent.unit, silent.interval = total, description, unit, float("inf")
-        silent.done, silent._mode, silent._bar = 0, "off", None
-        silent._start = silent._last = time.perf_counter()
-        return silent
-    return Progress(total, description, unit)
+    return Progress(total, description, unit, enabled=enabled)
