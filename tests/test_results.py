@@ -18,6 +18,10 @@ from storage.results import JOB_KINDS, ResultsStore
 
 TABLES = {"correlations", "datasets", "failures", "feature_sets", "finetune", "jobs", "models", "scores"}
 HOSTILE = "x'; DROP TABLE scores; --"
+# the jobs table as results files written before the process columns (host, pid) have it
+OLD_JOBS_TABLE = ("CREATE TABLE jobs (job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, zoo VARCHAR, dataset VARCHAR, "
+                  "status VARCHAR NOT NULL, params VARCHAR, message VARCHAR, mlflow_run_id VARCHAR, "
+                  "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP)")
 
 
 @pytest.fixture
@@ -150,9 +154,7 @@ def test_a_results_file_from_before_the_process_columns_gains_them(tmp_path):
 
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE jobs (job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, zoo VARCHAR, dataset VARCHAR, "
-                "status VARCHAR NOT NULL, params VARCHAR, message VARCHAR, mlflow_run_id VARCHAR, "
-                "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP)")
+    con.execute(OLD_JOBS_TABLE)
     con.execute("INSERT INTO jobs VALUES ('old', 'rank', 'z', 'd', 'running', '{}', NULL, NULL, now(), NULL)")
     con.close()
     store = ResultsStore(path)
@@ -163,9 +165,7 @@ def test_a_results_file_from_before_the_process_columns_gains_them(tmp_path):
 def test_a_results_file_from_before_ties_were_counted_gains_them_and_the_leaderboard_shows_them(tmp_path):
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE jobs (job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, zoo VARCHAR, dataset VARCHAR, "
-                "status VARCHAR NOT NULL, params VARCHAR, message VARCHAR, mlflow_run_id VARCHAR, "
-                "started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP)")
+    con.execute(OLD_JOBS_TABLE)
     con.execute("INSERT INTO jobs VALUES ('old', 'rank', 'z', 'd', 'completed', '{}', NULL, NULL, now(), now())")
     con.execute("CREATE TABLE scores (job_id VARCHAR, model VARCHAR, dataset VARCHAR, metric VARCHAR, raw DOUBLE, "
                 "score DOUBLE, rank DOUBLE, seconds DOUBLE, PRIMARY KEY (job_id, model, metric))")

@@ -125,6 +125,14 @@ def _assert_nothing_left_running(home: Home) -> None:
     assert _flow_runs(home, ("RUNNING", "PENDING", "CANCELLING")) == []
 
 
+def _assert_stopped_cleanly(serve: subprocess.Popen, took: float, alive: list[psutil.Process], log: Path,
+                            home: Home) -> None:
+    """Serve exited 0 within the limit, left no process of its tree alive and no job or flow run running."""
+    assert took < STOP_SECONDS and not alive, (took, [p.pid for p in alive], log.read_text()[-2000:])
+    assert serve.returncode == 0, log.read_text()[-2000:]
+    _assert_nothing_left_running(home)
+
+
 def test_serve_runs_the_schedule_and_records_each_run_then_sigterm_stops_everything(served, tmp_path):
     home, schedule = served
     log = tmp_path / "serve.log"
@@ -139,9 +147,7 @@ def test_serve_runs_the_schedule_and_records_each_run_then_sigterm_stops_everyth
     finally:
         if serve.poll() is None:
             serve.kill()
-    assert took < STOP_SECONDS and not alive, (took, [p.pid for p in alive], log.read_text()[-2000:])
-    assert serve.returncode == 0, log.read_text()[-2000:]
-    _assert_nothing_left_running(home)
+    _assert_stopped_cleanly(serve, took, alive, log, home)
 
 
 def test_ctrl_c_with_a_run_in_flight_stops_serve_and_the_run_and_closes_its_job(served, tmp_path):
@@ -156,9 +162,7 @@ def test_ctrl_c_with_a_run_in_flight_stops_serve_and_the_run_and_closes_its_job(
     finally:
         if serve.poll() is None:
             serve.kill()
-    assert took < STOP_SECONDS and not alive, (took, [p.pid for p in alive], log.read_text()[-2000:])
-    assert serve.returncode == 0, log.read_text()[-2000:]
-    _assert_nothing_left_running(home)
+    _assert_stopped_cleanly(serve, took, alive, log, home)
     assert _jobs(home, f"job_id = '{in_flight[0].job_id}' AND status = 'interrupted'")
 
 
