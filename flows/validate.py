@@ -135,7 +135,8 @@ def validate(
     job_id = start_job(where, results, "validate", zoo_config.name, ref.name, params)
     try:
         return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, held_out),
-                         {"device": device, "batch_size": batch_size, "progress": True}, budget or {})
+                         {"device": device, "batch_size": batch_size, "progress": True,
+                          "export_dir": str(where.onnx)}, budget or {})
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise
