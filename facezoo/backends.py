@@ -6,13 +6,16 @@
   CPU provider (6-8x eager on 2 cores for MobileNetV2 / EfficientNet-Lite, ~2x for MiniLM).
 
 ``auto`` picks, on the CPU, ``onnxruntime`` for models that can be exported, else ``channels-last`` for convolutional
-networks, else ``eager``; on CUDA it is ``eager`` (today's path). Models with a runtime of their own (ONNX files,
+networks, else ``eager``, each kept only if it also ran faster than eager in its check (ONNX Runtime is no faster than
+eager PyTorch for MiniLM on short sentences: measured, not assumed); on CUDA it is ``eager`` (today's path). Models with a runtime of their own (ONNX files,
 static embeddings) always run on it, whatever is asked.
 
 Equality is proven, not assumed: the first time a backend other than ``eager`` runs a model (per weights digest,
 preprocessing and library versions), its outputs on the first batch are compared with eager fp32 ones; below
 :data:`MIN_COSINE` or above :data:`MAX_RELATIVE_DIFFERENCE` it is rejected with one warning and the next backend of
-the chain ``onnxruntime → channels-last → eager`` takes over. Exports and verdicts are cached in ``export_dir``
+the chain ``onnxruntime → channels-last → eager`` takes over. The same check times both on those samples (best of
+two, after one run each); ``auto`` moves on along the chain, quietly, from a backend that was slower than eager,
+while a backend asked for by name is kept when it is equal, whatever its speed. Exports and verdicts are cached in ``export_dir``
 (``<home>/onnx``), so a model is exported and checked once; without ``export_dir`` both stay in memory.
 """
 
@@ -22,9 +25,10 @@ import hashlib
 import io
 import json
 import os
+import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +77,7 @@ def choose(model: ModelAdapter, device: torch.device, requested: str = "auto", *
     while backend != "eager":
         usable = model.export_example() is not None if backend == "onnxruntime" else model.supports_channels_last
         verdict = _read_verdict(export_dir, model, backend)
-        if usable and (verdict is None or verdict["ok"]):
+        if usable and (verdict is None or (verdict["ok"] and (requested != "auto" or verdict.get("faster", True)))):
             break
         why = why or (verdict["reason"] if usable else "the model does not support it")
         backend = _fallback(model, backend)
@@ -92,13 +96,14 @@ class Runner:
     """Runs one backend's forward pass: ``forward(batch)`` → ``{"features", "logits"?}`` as CPU or device tensors.
 
     ``checked`` is False until the backend's outputs have been compared with eager on real inputs; the engine then
-    calls :meth:`check` on its first batch, which returns this runner or, if rejected, the fallback's.
+    calls :meth:`check` on its first batch, which returns this runner or, if rejected (or, with ``auto``, slower
+    than eager), the fallback's.
     """
 
     def __init__(self, model: ModelAdapter, device: torch.device, backend: str, export_dir: Path | None,
-                 threads: int):
+                 threads: int, auto: bool = False):
         self.model, self.device, self.backend = model, device, backend
-        self.export_dir, self.threads = export_dir, threads
+        self.export_dir, self.threads, self.auto = export_dir, threads, auto
         self.channels_last = backend == "channels-last" or (device.type == "cuda" and model.supports_channels_last)
         verdict = _read_verdict(export_dir, model, backend)
         self.checked = backend in ("eager", model.runtime) or (verdict is not None and verdict["ok"])
@@ -124,47 +129,58 @@ class Runner:
 
     def check(self, batch: Any) -> Runner:
         """Compare with eager fp32 on the first samples of ``batch`` (a collated CPU batch); record the verdict; on
-        rejection warn once and return the fallback's runner (itself checked on the same batch)."""
+        rejection warn once and return the fallback's runner (itself checked on the same batch); with ``auto``, a
+        backend slower than eager on those samples hands over to its fallback without a warning."""
         sample = _head(batch, _CHECK_SAMPLES)
+        reference_input = _to_device(sample, self.device, False)
         self.model.to(self.device, channels_last=False)
         try:
-            reference = self.model.forward(_to_device(sample, self.device, False))
+            reference = self.model.forward(reference_input)
+            eager_seconds = _seconds(lambda: self.model.forward(reference_input))
         finally:
             self.model.to(self.device, channels_last=self.channels_last)
         try:
-            verdict = compare(reference, self.forward(self.format(sample)))
+            mine = self.format(sample)
+            verdict = compare(reference, self.forward(mine))
+            seconds = _seconds(lambda: self.forward(mine))
+            verdict.update(seconds={"eager": eager_seconds, self.backend: seconds}, faster=seconds < eager_seconds)
         except Exception as error:  # noqa: BLE001 - a graph that cannot run real inputs is rejected like a wrong one
             verdict = {"ok": False, "cosine": None, "max_relative_difference": None,
                        "reason": f"{type(error).__name__}: {first_line(error)[:200]}"}
         _write_verdict(self.export_dir, self.model, self.backend, verdict)
         self.checked = True
-        if verdict["ok"]:
+        if verdict["ok"] and (verdict["faster"] or not self.auto):
             return self
-        fallback = self._reject(verdict["reason"])
+        fallback = self._reject(verdict["reason"]) if not verdict["ok"] else self._hand_over()
         return fallback if fallback.checked else fallback.check(batch)
 
     def _reject(self, reason: str) -> Runner:
         fallback = _fallback(self.model, self.backend)
         warnings.warn(f"{self.model.name}: backend {self.backend} rejected ({reason}); running {fallback}",
                       stacklevel=3)
+        return self._hand_over()
+
+    def _hand_over(self) -> Runner:
         self._session = None
-        return Runner(self.model, self.device, fallback, self.export_dir, self.threads)
+        return Runner(self.model, self.device, _fallback(self.model, self.backend), self.export_dir, self.threads,
+                      self.auto)
 
 
 def runner(model: ModelAdapter, device: torch.device, backend: str, *, export_dir: str | Path | None = None,
-           threads: int = 1) -> Runner:
-    """A :class:`Runner` for ``backend`` (as returned by :func:`choose`); a model that fails to export falls back to
-    the next backend with one warning (the failure is recorded, so it is not tried again)."""
+           threads: int = 1, auto: bool = False) -> Runner:
+    """A :class:`Runner` for ``backend`` (as returned by :func:`choose`; ``auto``: chosen for, not asked for, so kept
+    only if faster than eager); a model that fails to export falls back to the next backend with one warning (the
+    failure is recorded, so it is not tried again)."""
     export_dir = Path(export_dir).expanduser() if export_dir is not None else None
     try:
-        return Runner(model, device, backend, export_dir, threads)
+        return Runner(model, device, backend, export_dir, threads, auto)
     except _ExportError as error:
         verdict = {"ok": False, "reason": f"export failed: {error}"}
         _write_verdict(export_dir, model, backend, verdict)
         fallback = _fallback(model, backend)
         warnings.warn(f"{model.name}: backend {backend} rejected ({verdict['reason']}); running {fallback}",
                       stacklevel=2)
-        return runner(model, device, fallback, export_dir=export_dir, threads=threads)
+        return runner(model, device, fallback, export_dir=export_dir, threads=threads, auto=auto)
 
 
 def compare(reference: Mapping[str, torch.Tensor], candidate: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -197,6 +213,16 @@ def compare(reference: Mapping[str, torch.Tensor], candidate: Mapping[str, torch
             reasons.append(f"{name} differ by {rel:.1e} of their scale > {MAX_RELATIVE_DIFFERENCE:.0e}")
     return {"ok": not reasons, "cosine": worst_cos, "max_relative_difference": worst_rel,
             "reason": "; ".join(reasons) or None}
+
+
+def _seconds(forward: Callable[[], Any], repeat: int = 2) -> float:
+    """The best of ``repeat`` timed calls (the caller has run ``forward`` once already: warm caches, built kernels)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        forward()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 # --- exports and verdicts on disk ------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def extract(
     try:
         while True:
             try:
-                run = backends.runner(model, dev, chosen, export_dir=export_dir, threads=threads)
+                run = backends.runner(model, dev, chosen, export_dir=export_dir, threads=threads,
+                                      auto=backend == "auto")
                 return _run(model, dataset, run, workers, batch_size, dense, pixels_per_image, seed, progress)
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
                 if not _out_of_memory(error):

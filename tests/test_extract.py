@@ -282,8 +282,8 @@ def assert_equal_within_tolerance(reference, candidate):
 def test_onnxruntime_features_equal_eager_for_tiny_timm_models(arch, tmp_path):
     model, dataset = tiny_timm(arch), colour_images()
     eager = extract(model, dataset, batch_size=8, num_workers=0, device="cpu", backend="eager", progress=False)
-    ours = extract(model, dataset, batch_size=8, num_workers=0, device="cpu", backend="auto", export_dir=tmp_path,
-                   progress=False)
+    ours = extract(model, dataset, batch_size=8, num_workers=0, device="cpu", backend="onnxruntime",
+                   export_dir=tmp_path, progress=False)
     assert (eager.backend, ours.backend) == ("eager", "onnxruntime")
     assert_equal_within_tolerance(eager, ours)
     assert not np.array_equal(ours.features, eager.features)  # really another runtime, not eager again
@@ -308,15 +308,52 @@ def test_the_export_is_cached_and_checked_once(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: exports.append(1) or real_export(*a, **k))
     monkeypatch.setattr(backends.Runner, "check", lambda self, batch: checks.append(1) or real_check(self, batch))
     dataset = colour_images(6)
-    first = extract(tiny_timm(), dataset, batch_size=4, num_workers=0, device="cpu", export_dir=tmp_path,
-                    progress=False)
-    second = extract(tiny_timm(), dataset, batch_size=4, num_workers=0, device="cpu", export_dir=tmp_path,
-                     progress=False)
+    options = {"batch_size": 4, "num_workers": 0, "device": "cpu", "backend": "onnxruntime", "progress": False}
+    first = extract(tiny_timm(), dataset, export_dir=tmp_path, **options)
+    second = extract(tiny_timm(), dataset, export_dir=tmp_path, **options)
     assert (first.backend, second.backend) == ("onnxruntime", "onnxruntime")
     assert (len(exports), len(checks)) == (1, 1)
     np.testing.assert_array_equal(first.features, second.features)
     verdict = json.loads(next(tmp_path.glob("*.onnxruntime.json")).read_text())
     assert verdict["ok"] and verdict["cosine"] >= backends.MIN_COSINE
+
+
+def _timings(monkeypatch, *seconds: float) -> None:
+    """Every check times eager first, then its backend: the checks' timings, in that order."""
+    answers = iter(seconds)
+    monkeypatch.setattr(backends, "_seconds", lambda forward, repeat=2: (forward(), next(answers))[1])
+
+
+@pytest.mark.parametrize(("onnx_seconds", "expected"), [(0.5, "onnxruntime"), (2.0, "channels-last")])
+def test_auto_keeps_a_backend_only_if_it_beat_eager_in_its_check(tmp_path, monkeypatch, onnx_seconds, expected):
+    _timings(monkeypatch, 1.0, onnx_seconds, 1.0, 0.5)  # channels-last, checked after a slow ONNX Runtime: faster
+    model, dataset = tiny_timm(), colour_images(6)
+    options = {"batch_size": 4, "num_workers": 0, "device": "cpu", "export_dir": tmp_path, "progress": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # choosing the faster backend is not a rejection: no warning
+        out = extract(model, dataset, **options)
+    assert out.backend == expected
+    verdict = json.loads(next(tmp_path.glob("*.onnxruntime.json")).read_text())
+    assert verdict["ok"] and verdict["seconds"] == {"eager": 1.0, "onnxruntime": onnx_seconds}
+    assert verdict["faster"] == (onnx_seconds < 1.0)
+    # the verdict decides later runs without a new check; a backend asked for by name is kept, slower or not
+    monkeypatch.setattr(backends, "_seconds", lambda forward, repeat=2: pytest.fail("checked again"))
+    assert backends.choose(model, torch.device("cpu"), "auto", export_dir=tmp_path) == expected
+    assert backends.choose(model, torch.device("cpu"), "onnxruntime", export_dir=tmp_path) == "onnxruntime"
+    assert extract(model, dataset, backend="onnxruntime", **options).backend == "onnxruntime"
+
+
+def test_auto_runs_eager_when_no_backend_beats_it(tmp_path, monkeypatch):
+    _timings(monkeypatch, 1.0, 3.0, 1.0, 1.5)
+    out = extract(tiny_timm(), colour_images(6), batch_size=4, num_workers=0, device="cpu", export_dir=tmp_path,
+                  progress=False)
+    assert out.backend == "eager"
+    assert {p.name.split(".")[1] for p in tmp_path.glob("*.json")} == {"onnxruntime", "channels-last"}
+
+
+def test_the_check_times_what_it_compares():
+    calls = []
+    assert backends._seconds(lambda: calls.append(1), repeat=3) < 0.1 and len(calls) == 3
 
 
 class _NumpyInside(MeanColour):
@@ -378,11 +415,11 @@ def test_the_backend_is_part_of_the_cache_key_and_recorded(tmp_path):
     assert len(set(keys.values())) == 3
     store = FeatureStore(tmp_path / "features")
     options = {"num_workers": 0, "device": "cpu", "progress": False, "export_dir": str(tmp_path / "onnx")}
-    ort, hit = stored_features(model, dataset, "train", store, **options)
+    ort, hit = stored_features(model, dataset, "train", store, backend="onnxruntime", **options)
     assert not hit and ort.metadata["backend"] == "onnxruntime" and ort.metadata["cache_key"] == keys["onnxruntime"]
     eager, hit = stored_features(model, dataset, "train", store, backend="eager", **options)
     assert not hit and eager.metadata["backend"] == "eager" and eager.metadata["cache_key"] == keys["eager"]
-    again, hit = stored_features(model, dataset, "train", store, **options)
+    again, hit = stored_features(model, dataset, "train", store, backend="onnxruntime", **options)
     assert hit and again.metadata["cache_key"] == keys["onnxruntime"]
 
 

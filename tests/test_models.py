@@ -589,15 +589,16 @@ def as_dataset(samples: list, task: str):
                    np.array([f"s{i}" for i in range(n)]), f"probe-{task}", samples.__getitem__)
 
 
-def assert_backend_equals_eager(adapter, samples: list, task: str, export_dir: Path) -> str:
-    """Extract on the backend auto picks and on eager; the naive float64 tolerance check; the backend used."""
+def assert_backend_equals_eager(adapter, samples: list, task: str, export_dir: Path, backend: str = "onnxruntime"
+                                ) -> str:
+    """Extract on ``backend`` and on eager; the naive float64 tolerance check; the backend used."""
     from facezoo import backends
     from facezoo.extract import extract
 
     dataset = as_dataset(samples, task)
     options = {"batch_size": 4, "num_workers": 0, "device": "cpu", "progress": False}
     eager = extract(adapter, dataset, backend="eager", **options)
-    ours = extract(adapter, dataset, backend="auto", export_dir=export_dir, **options)
+    ours = extract(adapter, dataset, backend=backend, export_dir=export_dir, **options)
     for name in ("features", "logits") if adapter.num_logits else ("features",):
         a, b = getattr(eager, name).astype(np.float64), getattr(ours, name).astype(np.float64)
         na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
@@ -608,7 +609,7 @@ def assert_backend_equals_eager(adapter, samples: list, task: str, export_dir: P
 
 
 @pytest.mark.parametrize("name", DEMO_MODELS)
-def test_every_demo_model_runs_on_its_auto_backend_within_tolerance(name, tmp_path):
+def test_every_demo_model_runs_on_onnxruntime_within_tolerance(name, tmp_path):
     if not installed(name):
         pytest.skip(f"not installed: {PYPI_MODELS[name].pip_command()}")
     adapter = create_model(f"pypi:{name}")
