@@ -132,6 +132,9 @@ def rank(
     task: Optional[str] = typer.Option(None, "--task", help="image, text or segmentation: check the dataset is."),
     backend: str = typer.Option("auto", "--backend", help="Inference backend: auto, eager, channels-last or "
                                                          "onnxruntime (CPU; checked equal to eager)."),
+    pool: Optional[str] = typer.Option(None, "--pool", envvar="FACEZOO_POOL",
+                                       help="Extract on this Prefect work pool's workers, one run per model (needs "
+                                            "PREFECT_API_URL and a shared $FACEZOO_FEATURES)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Rank every model of a zoo on a dataset: extract (cache hits skipped), score, store, log, print."""
@@ -139,7 +142,7 @@ def rank(
     from flows.rank import rank_zoo
 
     summary = _run(rank_zoo, zoo, dataset, metrics=_split_list(metrics), split=split, device=device,
-                   max_samples=max_samples, task=task, home=str(home.root), backend=backend)
+                   max_samples=max_samples, task=task, home=str(home.root), backend=backend, pool=pool)
     _echo_json(summary) if as_json else _print_ranking(summary)
     _exit_for(summary)
 

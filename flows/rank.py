@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,8 @@ def rank_zoo(
     task: str | None = None,
     home: str | None = None,
     backend: str = "auto",
+    pool: str | None = None,
+    pool_timeout: float = 6 * 3600,
 ) -> dict[str, Any]:
     """Rank the models of ``zoo`` on ``split`` of ``dataset``; see the module docstring.
 
@@ -148,6 +151,10 @@ def rank_zoo(
 
     ``dask_gpu``: with a ``DaskTaskRunner`` whose workers declare ``resources={"GPU": n}``, each extraction asks
     for one GPU, so a worker runs at most n extractions at once.
+
+    ``pool``: extract on the workers of that Prefect work pool instead, one ``extract-features`` run per model
+    (:mod:`flows.pool`; needs ``PREFECT_API_URL`` and a feature store every worker sees, ``$FACEZOO_FEATURES``),
+    waiting at most ``pool_timeout`` seconds; scoring stays here.
 
     Returns:
         ``{"job_id", "status", "dataset", "ranking" (records of metrics.rank_zoo), "failures" ({model: error}),
@@ -174,11 +181,16 @@ def rank_zoo(
         specs = list(zoo_config.models)
         progress.stage(f"ranking {len(specs)} models of zoo {zoo_config.name} on {ref.name} "
                        f"({int((data.splits == split).sum())} {split} samples, {len(names)} metrics)")
-        with _gpu_annotation(dask_gpu):
-            refs, scores, failures, skipped = _run_models(
-                specs, ref, split, where, names, metric_options, device, batch_size,
-                concurrency or _default_concurrency(device), backend,
-            )
+        if pool is not None:
+            refs, scores, failures, skipped = _run_pool(
+                specs, ref, split, names, metric_options, device, batch_size, backend, features_root(where), pool,
+                pool_timeout)
+        else:
+            with _gpu_annotation(dask_gpu):
+                refs, scores, failures, skipped = _run_models(
+                    specs, ref, split, where, names, metric_options, device, batch_size,
+                    concurrency or _default_concurrency(device), backend,
+                )
         summary = _record(results, where, job_id, ref, params, specs, refs, scores, failures, names)
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
@@ -204,7 +216,7 @@ def _run_models(
     scoring = {}
     for start in range(0, len(specs), concurrency):
         batch = specs[start : start + concurrency]
-        futures = [extract_features.submit(spec, ref, split, str(where.features), extract_options) for spec in batch]
+        futures = [extract_features.submit(spec, ref, split, features_root(where), extract_options) for spec in batch]
         for spec, future in zip(batch, futures, strict=True):
             try:
                 refs[spec.name] = future.result()
@@ -221,13 +233,48 @@ def _run_models(
             found = " (features from the cache)" if refs[spec.name].cache_hit else ""
             progress.stage(f"scoring {spec.name}{found}")
             scoring[spec.name] = score_features.submit(refs[spec.name], names, metric_options)
+    return refs, _scored(scoring, failures), failures, skipped
+
+
+def _scored(scoring: dict[str, Any], failures: dict[str, tuple[str, str]]) -> dict[str, ModelScores]:
+    """The scores of the submitted scoring tasks; a failed one goes to ``failures``."""
     scores: dict[str, ModelScores] = {}
     for model, future in scoring.items():
         try:
             scores[model] = future.result()
         except Exception as error:  # noqa: BLE001
             failures[model] = ("score", one_line(error))
-    return refs, scores, failures, skipped
+    return scores
+
+
+def features_root(where: Home) -> str:
+    """The feature store: ``$FACEZOO_FEATURES`` (a folder or a URL such as ``s3://bucket/features``, shared with
+    pool workers), else the home's ``features/`` folder."""
+    return os.environ.get("FACEZOO_FEATURES") or str(where.features)
+
+
+def _run_pool(
+    specs: list[ModelSpec], ref: datasets.DatasetRef, split: str, names: list[str],
+    metric_options: dict[str, dict[str, Any]], device: str, batch_size: int, backend: str, features: str, pool: str,
+    timeout: float,
+) -> tuple[dict[str, FeatureRef], dict[str, ModelScores], dict[str, tuple[str, str]], dict[str, str]]:
+    """Extraction on the workers of ``pool`` (:func:`flows.pool.run_on_pool`), scoring here as each model's
+    features arrive. The workers use their own home's ONNX exports, so no ``export_dir`` is passed."""
+    from flows.pool import run_on_pool
+
+    scoring: dict[str, Any] = {}
+
+    def score(found: FeatureRef) -> None:
+        progress.stage(f"scoring {found.model}{' (features from the cache)' if found.cache_hit else ''}")
+        scoring[found.model] = score_features.submit(found, names, metric_options)
+
+    progress.stage(f"extracting on work pool {pool}: one run per model")
+    outcome = run_on_pool(specs, ref, split, features, {"device": device, "batch_size": batch_size,
+                                                        "backend": backend}, pool, timeout, score)
+    failures = {model: ("extract", error) for model, error in outcome.failures.items()}
+    for model, error in outcome.failures.items():
+        progress.stage(f"{model}: failed to extract features: {error}")
+    return outcome.refs, _scored(scoring, failures), failures, outcome.skipped
 
 
 def _record(
