@@ -1,8 +1,10 @@
-"""Text encoders that are lookup tables, not networks: WordLlama and fastText (CPU, numpy, not trainable)."""
+"""Text encoders that their own library runs on the CPU, not PyTorch: lookup tables (WordLlama, fastText, spaCy's
+static vectors, a model2vec-style table) and networks in NumPy or C (spaCy's tok2vec CNN, USE in NumPy). None of them
+is trainable here, so fine-tuning validates them with a head on frozen features (``frozen_head``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,13 @@ import torch
 from facezoo.models._common import TextAdapter
 from facezoo.models.base import NotTrainable
 
-__all__ = ["FastTextAdapter", "WordLlamaAdapter"]
+__all__ = ["FastTextAdapter", "LibraryTextAdapter", "WordLlamaAdapter"]
 
 
 class WordLlamaAdapter(TextAdapter):
-    """WordLlama static token embeddings, average-pooled by WordLlama itself: ``(B, 256)``; no classifier."""
+    """WordLlama static token embeddings, average-pooled by WordLlama itself: ``(B, dim)``; no classifier. ``dim`` below
+    the file's is a Matryoshka truncation (the first ``dim`` coordinates of the same vectors: a variant, not another
+    encoder)."""
 
     _detached = ("wordllama",)
     runtime = "wordllama"
@@ -72,3 +76,26 @@ class FastTextAdapter(TextAdapter):
                     probs[row, self._index[label]] = p
             out["logits"] = torch.from_numpy(np.log(probs + self._FLOOR).astype(np.float32))
         return out
+
+
+class LibraryTextAdapter(TextAdapter):
+    """A text encoder run by its own library: ``encode(texts)`` → ``(B, dim)`` array; no classifier.
+
+    ``runtime`` names the library (the extraction engine records it as the backend), ``frozen`` says why it cannot be
+    fine-tuned from PyTorch (the message of :class:`NotTrainable`), ``preprocessing`` describes it for cache keys.
+    """
+
+    _detached = ("encode",)
+
+    def __init__(self, *, name: str, source: str, encode: Callable[[list[str]], Any], dim: int, digest: str,
+                 runtime: str, frozen: str, preprocessing: dict[str, Any]):
+        self.name, self.source, self.digest = name, source, digest
+        self.encode, self.dim, self.runtime, self.frozen = encode, dim, runtime, frozen
+        self.preprocessing = {"kind": "text", **preprocessing}
+
+    def trainable(self, dense: bool = False) -> torch.nn.Module:
+        raise NotTrainable(f"model {self.name!r} {self.frozen}: there is no PyTorch network to fine-tune")
+
+    def forward(self, batch: Sequence[str]) -> dict[str, torch.Tensor]:
+        vectors = np.asarray(self._require("encode")(list(batch)), dtype=np.float32)
+        return {"features": torch.from_numpy(vectors.reshape(len(batch), self.dim))}
