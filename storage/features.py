@@ -19,12 +19,17 @@ commit point; a run killed in between leaves statistics without features, which 
 files carry their writer's pid: the next write in the folder deletes those whose process is gone. A feature file that
 still cannot be read (a disk fault, a copy cut short) is a cache miss: it is renamed aside to ``*.corrupt`` and the
 features are extracted again. A full disk is one error that says so, never a retried write.
+
+``root`` may also be a URL (``s3://bucket/features``, any filesystem pyarrow or fsspec opens; :mod:`storage.objectstore`):
+the same layout, keys and commit order, each object published whole by one move from a temporary key, and paths
+are then URLs. Temporary keys of killed writers are not swept there (their pid may be on another machine).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -45,6 +50,7 @@ from facezoo.data import check_name
 from facezoo.errors import FaceZooError, first_line
 from facezoo.metrics.stats import FeatureStats
 from storage._process import process_alive
+from storage.objectstore import ObjectStore, is_url
 
 __all__ = ["FeatureSet", "FeatureStore", "cache_key"]
 
@@ -67,7 +73,7 @@ class FeatureSet:
     sample_ids: np.ndarray
     logits: np.ndarray | None
     metadata: dict[str, Any]
-    path: Path
+    path: Path | str  # a URL when the store is one
     stats_state: dict[str, np.ndarray] | None = None
 
     @property
@@ -125,19 +131,23 @@ class FeatureStore:
     """Parquet feature files under ``root`` (usually ``<FACEZOO_HOME>/features``)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.remote = ObjectStore(str(root)) if is_url(root) else None
+        self.root: Path | str = Path(root) if self.remote is None else str(root).rstrip("/")
 
-    def folder(self, model: str, dataset: str, split: str) -> Path:
+    def folder(self, model: str, dataset: str, split: str) -> Path | str:
         parts = (("model", model), ("dataset", dataset), ("split", split))
-        return self.root.joinpath(*(f"{k}={check_name(value, f'{k} name', 'rename it')}" for k, value in parts))
+        names = [f"{k}={check_name(value, f'{k} name', 'rename it')}" for k, value in parts]
+        return self.root.joinpath(*names) if self.remote is None else "/".join([self.root, *names])
 
-    def path(self, model: str, dataset: str, split: str, key: str) -> Path:
+    def path(self, model: str, dataset: str, split: str, key: str) -> Path | str:
         if not re.fullmatch(r"[0-9a-f]{32}", key):
             raise FaceZooError(f"cache key {key!r} is not a 32-digit hex digest")
-        return self.folder(model, dataset, split) / f"{key}.parquet"
+        folder = self.folder(model, dataset, split)
+        return folder / f"{key}.parquet" if self.remote is None else f"{folder}/{key}.parquet"
 
     def has(self, model: str, dataset: str, split: str, key: str) -> bool:
-        return self.path(model, dataset, split, key).is_file()
+        path = self.path(model, dataset, split, key)
+        return path.is_file() if self.remote is None else self.remote.exists(path)
 
     def put(
         self,
@@ -164,8 +174,9 @@ class FeatureStore:
                                f"at sample {np.asarray(sample_ids)[row]!s}, row {row}, column {column}); nothing "
                                "stored")
         path = self.path(model, dataset, split, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _sweep_temporary_files(path.parent)
+        if self.remote is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _sweep_temporary_files(path.parent)
         meta = {
             **metadata, "cache_key": key, "model": model, "dataset": dataset, "split": split,
             "class_names": list(class_names), "n": n, "dim": int(features.shape[1]),
@@ -180,12 +191,13 @@ class FeatureStore:
             columns["logits"] = _fixed_size_list(logits)
         table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
         stats = None
+        publish = _atomic_write if self.remote is None else self.remote.write_atomic
         if len(np.unique(labels)) >= 2:  # the metrics' statistics need two classes; scoring reports it otherwise
             stats = FeatureStats(features, labels, gram=True).state()
-            _atomic_write(path.with_suffix(".stats.npz"), lambda tmp: _save_npz(tmp, stats))
+            publish(_stats_path(path), lambda out: _save_npz(out, stats))
         float_columns = [c for c in ("feature.list.element", "logits.list.element") if c.split(".")[0] in columns]
-        _atomic_write(path, lambda tmp: pq.write_table(
-            table, tmp, compression="zstd", use_dictionary=["sample_id"], use_byte_stream_split=float_columns,
+        publish(path, lambda out: pq.write_table(
+            table, out, compression="zstd", use_dictionary=["sample_id"], use_byte_stream_split=float_columns,
             row_group_size=max(1, n), write_statistics=["sample_id", "label"],
         ))
         return FeatureSet(features, np.asarray(labels, dtype=np.int64), np.asarray(sample_ids, dtype=str),
@@ -194,32 +206,38 @@ class FeatureStore:
     def get(self, model: str, dataset: str, split: str, key: str) -> FeatureSet | None:
         """The stored extraction for ``key``, or ``None`` (a cache miss; an unreadable file is moved aside)."""
         path = self.path(model, dataset, split, key)
-        if not path.is_file():
+        if not self.has(model, dataset, split, key):
             return None
         try:
             return self.read(path)
         except FaceZooError as error:
-            for damaged in (path, path.with_suffix(".stats.npz")):
-                if damaged.exists():
+            for damaged in (path, _stats_path(path)):
+                if self.remote is not None:
+                    if self.remote.exists(damaged):
+                        self.remote.move(damaged, f"{damaged}.corrupt")
+                elif damaged.exists():
                     os.replace(damaged, damaged.with_name(damaged.name + ".corrupt"))
             _log.warning("%s; moved aside to *.corrupt, extracting again", error)
             return None
 
     def read(self, path: str | Path) -> FeatureSet:
         """Read one feature file (and its statistics when present)."""
-        path = Path(path)
+        remote = ObjectStore(str(path)) if is_url(path) else None
+        path = Path(path) if remote is None else str(path)
+        stem = Path(path).stem if remote is None else path.rpartition("/")[2].removesuffix(".parquet")
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(path if remote is None else remote.open(path))
             meta = json.loads(table.schema.metadata[_META_KEY])
         except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
             raise FaceZooError(f"{path}: unreadable feature file ({first_line(error)})") from None
-        if meta.get("cache_key") != path.stem:
-            raise FaceZooError(f"{path}: its metadata says cache key {meta.get('cache_key')!r}, not {path.stem!r}")
-        stats_path = path.with_suffix(".stats.npz")
+        if meta.get("cache_key") != stem:
+            raise FaceZooError(f"{path}: its metadata says cache key {meta.get('cache_key')!r}, not {stem!r}")
+        stats_path = _stats_path(path)
         stats = None
-        if stats_path.is_file():
+        if stats_path.is_file() if remote is None else remote.exists(stats_path):
             try:
-                with np.load(stats_path, allow_pickle=False) as saved:
+                source = stats_path if remote is None else io.BytesIO(remote.read_bytes(stats_path))
+                with np.load(source, allow_pickle=False) as saved:
                     stats = {k: saved[k] for k in saved.files}
             except (OSError, ValueError, zipfile.BadZipFile) as error:  # a cache of the features: recomputed
                 _log.warning("%s: unreadable statistics (%s); they are recomputed from the features", stats_path, error)
@@ -235,12 +253,29 @@ class FeatureStore:
 
     def entries(self) -> Iterator[dict[str, Any]]:
         """Metadata of every stored feature file (without reading the features)."""
-        for path in sorted(self.root.glob("model=*/dataset=*/split=*/*.parquet")):
-            meta = pq.read_schema(path).metadata or {}
+        if self.remote is None:
+            paths = sorted(self.root.glob("model=*/dataset=*/split=*/*.parquet"))
+        else:
+            paths = [url for url in self.remote.list(self.root) if _PUBLISHED.search(url)]
+        for path in paths:
+            meta = pq.read_schema(path if self.remote is None else self.remote.open(path)).metadata or {}
             if _META_KEY in meta:
                 yield {**json.loads(meta[_META_KEY]), "path": str(path)}
 
 
-def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-        np.savez(f, **arrays)
+_PUBLISHED = re.compile(r"/model=[^/]+/dataset=[^/]+/split=[^/]+/[0-9a-f]{32}\.parquet$")
+
+
+def _stats_path(path: Path | str) -> Path | str:
+    return path.with_suffix(".stats.npz") if isinstance(path, Path) else path.removesuffix(".parquet") + ".stats.npz"
+
+
+def _save_npz(out: str | Any, arrays: dict[str, np.ndarray]) -> None:
+    """Into a file name or a writable stream (np.savez would append ".npz" to a name, and needs seeking)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    if isinstance(out, str):
+        with open(out, "wb") as f:
+            f.write(buffer.getbuffer())
+    else:
+        out.write(buffer.getbuffer())
