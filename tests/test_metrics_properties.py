@@ -86,6 +86,33 @@ def test_two_classes_are_always_fair():
         assert metrics.score("face_fairness", x, y, overlap=overlap) == pytest.approx(1.0)
 
 
+# FaCe's candidates pre-registered on 2026-12-03 (docs/face.md): each keeps the invariances of the defaults
+FACE_CANDIDATES = [{"fairness": "worst"}, {"fairness": "power_mean", "power": -2.0}, {"fairness": "balance_separation"},
+                   {"fairness": "collapse_dispersion"}, {"c_shrinkage": 0.1}, {"between_energy": 0.75}]
+MAGNITUDE_AWARE = ("worst", "power_mean", "balance_separation")
+
+
+@pytest.mark.parametrize("fairness", MAGNITUDE_AWARE)
+def test_magnitude_aware_fairness_tells_separated_classes_from_identical_ones(fairness):
+    rng = np.random.default_rng(0)
+    cloud = rng.standard_normal((30, 8))
+    identical_x, identical_y = np.vstack([cloud, cloud, cloud]), np.repeat([0, 1, 2], 30)
+    separable_x, separable_y = make_classes(n_per_class=(30, 30, 30), dim=8, separation=4.0)
+    identical = metrics.score("face_fairness", identical_x, identical_y, fairness=fairness)
+    assert identical == pytest.approx(0.0, abs=1e-9)  # every class overlaps the rest completely: no separability
+    assert metrics.score("face_fairness", separable_x, separable_y, fairness=fairness) > identical + 1.0
+    # the literal reconstruction calls the identical classes perfectly fair: the failure these candidates address
+    assert metrics.score("face_fairness", identical_x, identical_y) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("fairness", MAGNITUDE_AWARE)
+def test_magnitude_aware_fairness_ranks_binary_tasks_too(fairness):
+    near_x, y = make_classes(n_per_class=(40, 50), separation=0.5)
+    far_x, far_y = make_classes(n_per_class=(40, 50), separation=3.0)
+    assert metrics.score("face_fairness", far_x, far_y, fairness=fairness) > metrics.score(
+        "face_fairness", near_x, y, fairness=fairness)
+
+
 # ---------------------------------------------------------------------------------------------------- invariances
 @pytest.mark.parametrize("name", ALL)
 def test_scores_do_not_depend_on_sample_order_or_label_names(name):
@@ -104,6 +131,19 @@ def test_scores_do_not_depend_on_sample_order_or_label_names(name):
 def test_global_rescaling_changes_nothing(name, scale):
     x, y = make_classes()
     assert metrics.score(name, x * scale, y) == pytest.approx(metrics.score(name, x, y), rel=1e-8)
+
+
+@pytest.mark.parametrize("options", FACE_CANDIDATES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_face_candidates_do_not_depend_on_scale_sample_order_or_class_names(options):
+    x, y = make_classes()
+    base = metrics.face_terms(x, y, **options)
+    perm = np.random.default_rng(7).permutation(len(y))
+    variants = [metrics.face_terms(x * scale, y, **options) for scale in (1e-3, 7.0, 1e4)]
+    variants += [metrics.face_terms(x[perm], y[perm], **options),
+                 metrics.face_terms(x, np.array(["zebra", "ant", "moth", "bee"])[y], **options)]
+    for other in variants:
+        for term in ("variance_collapse", "class_fairness"):
+            assert other[term] == pytest.approx(base[term], rel=1e-8, abs=1e-12), term
 
 
 @pytest.mark.parametrize("name", [m for m in FEATURE_METRICS if metrics.info(m).shift_invariant])
@@ -244,6 +284,13 @@ def test_unknown_names_and_options_are_rejected_with_the_valid_ones():
         metrics.score("face", x, y, fairness="gini")
     with pytest.raises(FaceZooError, match="var_floor must be > 0"):
         metrics.score("face_fairness", x, y, var_floor=0.0)
+    with pytest.raises(FaceZooError, match="power must be a finite number < 0"):
+        metrics.score("face", x, y, fairness="power_mean", power=0.5)
+    with pytest.raises(FaceZooError, match="c_shrinkage must be a finite number >= 0"):
+        metrics.score("face_variance", x, y, c_shrinkage=-0.1)
+    for energy in (0.0, 1.5):
+        with pytest.raises(FaceZooError, match="between_energy must be in"):
+            metrics.score("face", x, y, between_energy=energy)
     with pytest.raises(FaceZooError, match="pca_dim must be a positive integer"):
         metrics.score("gbc", x, y, pca_dim=0)
     with pytest.raises(FaceZooError, match="options given for metrics not requested: gbc"):

@@ -33,7 +33,7 @@ def class_split(x, y):
 
 
 # ---------------------------------------------------------------------------------------------------- FaCe, NC1
-def naive_nc1(x, y, weighting="class", global_mean="sample"):
+def naive_nc1(x, y, weighting="class", global_mean="sample", c_shrinkage=0.0, between_energy=1.0):
     ks, xs = class_split(x, y)
     mus = np.array([c.mean(0) for c in xs])
     mu_g = x.mean(0) if global_mean == "sample" else mus.mean(0)
@@ -42,7 +42,24 @@ def naive_nc1(x, y, weighting="class", global_mean="sample"):
         sigma_w = sum(np.cov(c.T, bias=True) for c in xs) / len(ks)
     else:
         sigma_w = sum((c - c.mean(0)).T @ (c - c.mean(0)) for c in xs) / len(x)
-    return np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / len(ks)
+    sigma_w = sigma_w + c_shrinkage * np.trace(np.cov(x.T, bias=True)) / x.shape[1] * np.eye(x.shape[1])
+    if between_energy == 1.0:
+        return np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / len(ks)
+    lam, u = np.linalg.eigh(sigma_b)
+    lam, u = lam[::-1], u[:, ::-1]
+    lam = lam[lam > 1e-10 * lam[0]]
+    m = next(j + 1 for j in range(len(lam)) if lam[: j + 1].sum() >= between_energy * lam.sum())
+    pinv = sum(np.outer(u[:, j], u[:, j]) / lam[j] for j in range(m))  # Σ_B⁺ on its top-m directions
+    return np.trace(sigma_w @ pinv) / len(ks)
+
+
+def naive_collapse_dispersion(x, y):
+    """−std_k log NC1_k, NC1_k = (1/K) Tr(Σ_k Σ_B⁺) about the sample mean."""
+    ks, xs = class_split(x, y)
+    mus = np.array([c.mean(0) for c in xs])
+    sigma_b = sum(np.outer(m - x.mean(0), m - x.mean(0)) for m in mus) / len(ks)
+    nc1_k = np.array([np.trace(np.cov(c.T, bias=True) @ np.linalg.pinv(sigma_b)) / len(ks) for c in xs])
+    return -np.log(np.clip(nc1_k, 1e-12, 1e12)).std()
 
 
 def naive_pca(x, d):
@@ -75,8 +92,9 @@ def naive_gaussian(z, cov, floor, shrinkage):
 
 
 def naive_face(x, y, pca_dim=64, cov="diag", shrinkage=0.1, var_floor=1e-4, overlap="sum", fairness="entropy",
-               t=1.0, weighting="class", global_mean="sample", c_form="neg_log"):
-    nc1 = naive_nc1(x, y, weighting, global_mean)
+               t=1.0, power=-1.0, weighting="class", global_mean="sample", c_form="neg_log", c_shrinkage=0.0,
+               between_energy=1.0):
+    nc1 = naive_nc1(x, y, weighting, global_mean, c_shrinkage, between_energy)
     c_term = -np.log(max(nc1, 1e-12)) if c_form == "neg_log" else -nc1
     d = min(x.shape[1], len(x) - 1) if pca_dim is None else min(pca_dim, x.shape[1], len(x) - 1)
     w, variances = naive_pca(x, d)
@@ -90,14 +108,25 @@ def naive_face(x, y, pca_dim=64, cov="diag", shrinkage=0.1, var_floor=1e-4, over
     else:
         bc = np.array([[bc_pair(*gauss[i], *gauss[j]) if i != j else 0.0 for j in range(k)] for i in range(k)])
         o = bc.sum(1) if overlap == "sum" else bc.max(1)
+    p = (o + 1e-12) / (o + 1e-12).sum()
+    balance = -(p * np.log(p)).sum() / np.log(k)
+    coefficient = o / (k - 1) if overlap == "sum" else o  # the overlap with the rest as one coefficient in [0, 1]
+    s = np.array([-np.log((1 - 1e-12) * min(c, 1.0) + 1e-12) for c in coefficient])  # separability of each class
     if fairness == "entropy":
-        p = (o + 1e-12) / (o + 1e-12).sum()
-        f_term = -(p * np.log(p)).sum() / np.log(k)
+        f_term = balance
     elif fairness == "softmax_entropy":
         p = softmax(-o / t)
         f_term = -(p * np.log(p)).sum() / np.log(k)
-    else:
+    elif fairness == "neg_cv":
         f_term = -(o + 1e-12).std() / (o + 1e-12).mean()
+    elif fairness == "worst":
+        f_term = min(s)
+    elif fairness == "power_mean":
+        f_term = np.mean([v**power for v in s]) ** (1 / power)
+    elif fairness == "balance_separation":
+        f_term = balance * s.mean()
+    else:
+        f_term = naive_collapse_dispersion(x, y)
     return {"nc1": nc1, "variance_collapse": c_term, "class_fairness": f_term}
 
 
@@ -114,6 +143,17 @@ FACE_OPTIONS = [
     {"c_form": "neg"},
     {"pca_dim": 5},
     {"pca_dim": None},
+    # the candidates pre-registered on 2026-12-03 (docs/face.md)
+    {"fairness": "worst"},
+    {"fairness": "worst", "overlap": "pooled"},
+    {"fairness": "power_mean"},
+    {"fairness": "power_mean", "power": -3.0, "overlap": "max"},
+    {"fairness": "balance_separation"},
+    {"fairness": "balance_separation", "cov": "full"},
+    {"fairness": "collapse_dispersion"},
+    {"c_shrinkage": 0.1},
+    {"between_energy": 0.75},  # keeps 2 of the 3 between directions here
+    {"between_energy": 0.5, "weighting": "sample", "c_shrinkage": 1.0},
 ]
 
 
@@ -124,9 +164,8 @@ def test_face_terms_match_naive(options):
     want = naive_face(x, y, **options)
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=RTOL), key
-    assert metrics.score("face_variance", x, y, **{k: v for k, v in options.items()
-                                                  if k in ("weighting", "global_mean", "c_form")}) == pytest.approx(
-        want["variance_collapse"], rel=RTOL)
+    c_options = {k: v for k, v in options.items() if k in metrics.info("face_variance").options}
+    assert metrics.score("face_variance", x, y, **c_options) == pytest.approx(want["variance_collapse"], rel=RTOL)
     assert metrics.score("face", x, y, **options) == pytest.approx(  # one model: C + fairness_weight · F
         want["variance_collapse"] + 0.25 * want["class_fairness"], rel=RTOL)
     assert metrics.score("face", x, y, fairness_weight=1.0, **options) == pytest.approx(

@@ -29,6 +29,18 @@ the overlaps (``fairness``): "entropy" ``H(p)/log K`` with ``p_k ∝ o_k + δ``,
 ``p = softmax(−o/t)``, or "neg_cv" ``−std(o + δ)/mean(o + δ)``. ``δ = 1e-12`` makes F continuous and equal to its
 fair value (1, 1, 0) when every class is separated from the rest (all ``o_k`` ≈ 0).
 
+Those three measure balance alone, and weak features overlap in a balanced way (``docs/face.md``); the candidates
+pre-registered on 2026-12-03 weigh balance by magnitude, through each class's separability from the rest
+``s_k = −log((1 − δ) ō_k + δ)`` ∈ [0, −log δ], with ``ō_k`` the overlap as a coefficient in [0, 1] (``o_k / (K − 1)``
+for ``overlap="sum"``): "worst" ``min_k s_k`` (no class left behind), "power_mean" ``(mean_k s_k^p)^(1/p)`` with
+``power`` p < 0 (0 when some ``s_k`` is 0), "balance_separation" the entropy form times ``mean_k s_k``, and
+"collapse_dispersion" ``−std_k log NC1_k`` with the per-class collapse ``NC1_k = (1/K) Tr(Σ_k Σ_B⁺)`` (whose mean
+over classes is NC1; always about the sample mean, every between direction), a balance control outside the
+Bhattacharyya family. Candidate changes to C: ``c_shrinkage`` α adds the ridge ``α · tr Σ_T / D`` to Σ_W (it weighs
+each between direction's within variance by ``1/λ_j``, so weak between directions weigh more), and
+``between_energy`` e keeps the fewest top between directions holding a fraction e of ``tr Σ_B`` (the weakest carry
+mostly the class means' own sampling noise).
+
 Zoo score: ``face = norm(C) + fairness_weight · norm(F)`` with ``norm`` over the models being ranked
 (``zoo_norm``: "minmax" default, "zscore", "none"); for a single model ``face = C + fairness_weight · F``. The paper's
 ``S = C + F`` is ``fairness_weight=1``; the default 0.25 comes from the ranking-quality benchmark, where F as
@@ -57,6 +69,7 @@ __all__ = ["face_terms", "NC1_MAX", "NC1_MIN_FOR_LOG"]
 NC1_MAX = 1e12
 NC1_MIN_FOR_LOG = 1e-12
 _OVERLAP_DELTA = 1e-12
+FAIRNESS = ("entropy", "softmax_entropy", "neg_cv", "worst", "power_mean", "balance_separation", "collapse_dispersion")
 _PAPER = "Ding et al., Fair Collapse (FaCe), arXiv 2310.05754, 2023"
 
 
@@ -81,15 +94,39 @@ def _between_directions(stats: FeatureStats, global_mean: str) -> tuple[np.ndarr
     return stats.memo(("between_directions", global_mean), compute)
 
 
-def _nc1(stats: FeatureStats, weighting: str, global_mean: str) -> float:
+def _class_within(stats: FeatureStats, global_mean: str) -> np.ndarray:
+    """``(K, r)``: each class's variance along each between direction, ``v_jᵀ Σ_k v_j`` (cached)."""
+
+    def compute() -> np.ndarray:
+        z = stats.class_residuals(("between", global_mean), _between_directions(stats, global_mean)[0])
+        return stats.class_sums_of(z**2) / stats.counts[:, None]
+
+    return stats.memo(("class_within_between", global_mean), compute)
+
+
+def _kept_directions(lam: np.ndarray, between_energy: float) -> int:
+    """How many of the (descending) between eigenvalues hold a fraction ``between_energy`` of their sum."""
+    if between_energy >= 1.0:
+        return len(lam)
+    return int(np.searchsorted(np.cumsum(lam), between_energy * lam.sum())) + 1
+
+
+def _nc1(
+    stats: FeatureStats, weighting: str, global_mean: str, c_shrinkage: float = 0.0, between_energy: float = 1.0
+) -> float:
     _choice("weighting", weighting, ("class", "sample"))
-    v, lam = _between_directions(stats, global_mean)
+    if not (np.isfinite(c_shrinkage) and c_shrinkage >= 0):
+        raise FaceZooError(f"c_shrinkage must be a finite number >= 0, got {c_shrinkage!r}")
+    if not 0 < between_energy <= 1:
+        raise FaceZooError(f"between_energy must be in (0, 1], got {between_energy!r}")
+    _, lam = _between_directions(stats, global_mean)
     if not len(lam):
         return NC1_MAX
-    z = stats.class_residuals(("between", global_mean), v)
-    ss = stats.class_sums_of(z**2)  # (K, r) within-class sums of squares along each v_j
-    w = (ss / stats.counts[:, None]).mean(0) if weighting == "class" else ss.sum(0) / stats.n
-    return float(min((w / lam).sum() / stats.n_classes, NC1_MAX))
+    m = _kept_directions(lam, between_energy)
+    within = _class_within(stats, global_mean)[:, :m]
+    w = within.mean(0) if weighting == "class" else stats.priors @ within
+    ridge = c_shrinkage * stats.total_variance / stats.dim
+    return float(min(((w + ridge) / lam[:m]).sum() / stats.n_classes, NC1_MAX))
 
 
 def _variance_collapse(nc1: float, c_form: str) -> float:
@@ -98,21 +135,60 @@ def _variance_collapse(nc1: float, c_form: str) -> float:
     return float(-np.log(max(nc1, NC1_MIN_FOR_LOG)))
 
 
-def _fairness_of(overlaps: np.ndarray, fairness: str, t: float) -> float:
-    k = len(overlaps)
+def _entropy_balance(overlaps: np.ndarray) -> float:
+    p = (overlaps + _OVERLAP_DELTA) / (overlaps + _OVERLAP_DELTA).sum()
+    return float(-(p * np.log(p)).sum() / np.log(len(overlaps)))
+
+
+def _separabilities(overlaps: np.ndarray, overlap: str) -> np.ndarray:
+    """``s_k = −log((1 − δ) ō_k + δ)`` ∈ [0, −log δ]: each class's Bhattacharyya separability from the rest."""
+    coefficient = overlaps / (len(overlaps) - 1) if overlap == "sum" else overlaps
+    coefficient = np.clip(coefficient, 0.0, 1.0)  # a coefficient is ≤ 1: rounding must not make s_k negative
+    return -np.log((1.0 - _OVERLAP_DELTA) * coefficient + _OVERLAP_DELTA)
+
+
+def _per_class_collapse_dispersion(stats: FeatureStats) -> float:
+    """``−std_k log NC1_k``, ``NC1_k = (1/K) Tr(Σ_k Σ_B⁺)`` (sample global mean, every between direction)."""
+    _, lam = _between_directions(stats, "sample")
+    if not len(lam):
+        return 0.0  # identical class means: every class equally uncollapsed
+    nc1_k = np.clip((_class_within(stats, "sample") / lam).sum(1) / stats.n_classes, NC1_MIN_FOR_LOG, NC1_MAX)
+    return float(-np.log(nc1_k).std())
+
+
+def _fairness_of(
+    stats: FeatureStats, overlaps: np.ndarray, overlap: str, fairness: str, t: float, power: float
+) -> float:
     if fairness == "neg_cv":
         o = overlaps + _OVERLAP_DELTA
         return float(-o.std() / o.mean())
     if fairness == "entropy":
-        p = (overlaps + _OVERLAP_DELTA) / (overlaps + _OVERLAP_DELTA).sum()
-    else:
+        return _entropy_balance(overlaps)
+    if fairness == "softmax_entropy":
         if not t > 0:
             raise FaceZooError(f"t must be > 0, got {t!r}")
         logits = -overlaps / t
         p = np.exp(logits - logits.max())
         p /= p.sum()
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum() / np.log(k))
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum() / np.log(len(overlaps)))
+    if fairness == "collapse_dispersion":
+        return _per_class_collapse_dispersion(stats)
+    s = _separabilities(overlaps, overlap)
+    if fairness == "worst":
+        return float(s.min())
+    if fairness == "balance_separation":
+        return _entropy_balance(overlaps) * float(s.mean())
+    if s.min() <= 0.0:  # power_mean, p < 0: a class with no separability at all drives the mean to 0
+        return 0.0
+    return float(np.mean(s**power) ** (1.0 / power))
+
+
+def _check_fairness(fairness: str, power: float) -> None:
+    _choice("fairness", fairness, FAIRNESS)
+    if not (np.isfinite(power) and power < 0):
+        raise FaceZooError(f"power must be a finite number < 0 (a mean that weighs the worst classes most), got "
+                           f"{power!r}")
 
 
 def _class_overlaps(
@@ -146,22 +222,27 @@ def face_terms(
     overlap: str = "sum",
     fairness: str = "entropy",
     t: float = 1.0,
+    power: float = -1.0,
     weighting: str = "class",
     global_mean: str = "sample",
     c_form: str = "neg_log",
+    c_shrinkage: float = 0.0,
+    between_energy: float = 1.0,
 ) -> dict[str, object]:
     """Every FaCe quantity of one model: ``nc1``, ``variance_collapse`` (C), ``class_fairness`` (F), ``overlaps``."""
-    _choice("fairness", fairness, ("entropy", "softmax_entropy", "neg_cv"))
+    _check_fairness(fairness, power)
     d = pca_dims(stats, pca_dim)
-    stats.prefetch_class_residuals(  # both terms' projections in one pass over the features
-        {("between", global_mean): _between_directions(stats, global_mean)[0], ("pca", d): pca_basis(stats, d)[0]}
-    )
-    nc1 = _nc1(stats, weighting, global_mean)
+    directions = {("between", global_mean): _between_directions(stats, global_mean)[0],
+                  ("pca", d): pca_basis(stats, d)[0]}
+    if fairness == "collapse_dispersion":
+        directions[("between", "sample")] = _between_directions(stats, "sample")[0]
+    stats.prefetch_class_residuals(directions)  # every projection of both terms in one pass over the features
+    nc1 = _nc1(stats, weighting, global_mean, c_shrinkage, between_energy)
     overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap)
     return {
         "nc1": nc1,
         "variance_collapse": _variance_collapse(nc1, c_form),
-        "class_fairness": _fairness_of(overlaps, fairness, t),
+        "class_fairness": _fairness_of(stats, overlaps, overlap, fairness, t, power),
         "overlaps": dict(zip(stats.classes.tolist(), overlaps.tolist(), strict=True)),
     }
 
@@ -190,10 +271,16 @@ register_metric(
 
 @register_metric("face_variance", paper=_PAPER)
 def face_variance(
-    stats: FeatureStats, *, weighting: str = "class", global_mean: str = "sample", c_form: str = "neg_log"
+    stats: FeatureStats,
+    *,
+    weighting: str = "class",
+    global_mean: str = "sample",
+    c_form: str = "neg_log",
+    c_shrinkage: float = 0.0,
+    between_energy: float = 1.0,
 ) -> float:
     """FaCe's variance-collapse term C alone (``−log NC1`` by default)."""
-    return _variance_collapse(_nc1(stats, weighting, global_mean), c_form)
+    return _variance_collapse(_nc1(stats, weighting, global_mean, c_shrinkage, between_energy), c_form)
 
 
 @register_metric("face_fairness", paper=_PAPER, uses_gram=True)
@@ -207,10 +294,12 @@ def face_fairness(
     overlap: str = "sum",
     fairness: str = "entropy",
     t: float = 1.0,
+    power: float = -1.0,
 ) -> float:
     """FaCe's class-fairness term F alone (in [0, 1] for the entropy forms; 1 = every class overlaps equally)."""
-    _choice("fairness", fairness, ("entropy", "softmax_entropy", "neg_cv"))
-    return _fairness_of(_class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap), fairness, t)
+    _check_fairness(fairness, power)
+    overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap)
+    return _fairness_of(stats, overlaps, overlap, fairness, t, power)
 
 
 @register_metric(
