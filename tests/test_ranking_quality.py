@@ -110,7 +110,29 @@ def test_choose_stops_when_no_dev_task_has_a_tau():
         return float("nan")  # a degenerate or 2-model task: no τ
 
     chosen, path = rq.choose([SimpleNamespace(half="dev", tau=tau)], log=lambda _line: None)
-    assert chosen == rq.ORIGINAL and len(path) == 1
+    assert chosen == rq.C_ALONE and len(path) == 2 and all("stays" in line for line in path)
+
+
+def _dev_tasks(gain_per_task):
+    """Ablations whose τ is 0.5 for every configuration except FaCe with F = worst at λ = 1 (0.5 + its gain); a
+    held-out ablation that fails the test if the rule reads it."""
+    def tau_for(gain):
+        return lambda c: 0.5 + (gain if c["fairness"] == "worst" and c["fairness_weight"] == 1.0 else 0.0)
+
+    def forbidden(_config):
+        raise AssertionError("the selection read a held-out task")
+
+    return [SimpleNamespace(half="dev", tau=tau_for(g)) for g in gain_per_task] + [
+        SimpleNamespace(half="heldout", tau=forbidden)]
+
+
+def test_choose_replaces_c_alone_only_when_the_paired_dev_interval_excludes_zero():
+    chosen, path = rq.choose(_dev_tasks([0.2, 0.3, 0.25, 0.2, 0.3]), log=lambda _line: None)
+    assert chosen == {**rq.C_ALONE, "fairness": "worst", "fairness_weight": 1.0}
+    assert "it replaces C only" in path[1]
+    # a higher mean from one task alone (+0.5 there, −0.05 elsewhere): the interval covers 0, so C alone stays
+    chosen, path = rq.choose(_dev_tasks([0.5, -0.05, -0.05, -0.05, -0.05]), log=lambda _line: None)
+    assert chosen == rq.C_ALONE and "C only (face_variance) stays" in path[1]
 
 
 def test_budget_comparison_reads_the_other_budgets_file(tmp_path):
@@ -154,3 +176,19 @@ def test_ground_truth_selects_once_then_runs_only_the_missing_seeds_at_the_chose
     monkeypatch.setitem(rq.BUDGETS, "smoke", {**rq.BUDGETS["smoke"], "seeds": [0, 1, 2, 3]})
     rq.ground_truth(rq.TASKS[0], spec, data, "smoke", path, device="cpu", home=tmp_path)
     assert calls == [((0.01,), 3)]  # a new seed reuses the stored choice, read back from the file
+
+
+def test_heldout_evidence_pairs_the_chosen_configuration_with_c_alone_and_the_best_baseline():
+    tasks = ["a", "b", "c", "d"]
+
+    def frame(values, half="heldout"):
+        return pd.DataFrame({"task": tasks, "half": half, "weighted_tau": values})
+
+    ablation = {"chosen_taus": frame([0.9, 0.8, 0.7, 0.6]), "c_alone_taus": frame([0.5, 0.4, 0.3, 0.2])}
+    baselines = pd.concat([frame([0.9, 0.8, 0.7, 0.7]).assign(metric="gbc"),
+                           frame([0.1, 0.1, 0.1, 0.1]).assign(metric="logme"),
+                           frame([1.0, 1.0, 1.0, 1.0], half="dev").assign(metric="logme")])
+    lines = rq.heldout_evidence(ablation, baselines)
+    assert lines[0] == "- Held out, chosen minus C alone: +0.400 [+0.400, +0.400] over 4 tasks (significant)."
+    assert lines[1].startswith("- Held out, chosen minus the best baseline (gbc): -0.025 [")
+    assert lines[1].endswith("over 4 tasks (not significant).")
