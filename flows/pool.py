@@ -11,8 +11,8 @@ What happens when something stops (tests/test_pool.py shows the first three):
 - a model's run fails, crashes or is cancelled: that model is recorded as failed, the others finish (job
   ``partial``, exit status 3);
 - a worker dies mid-run (machine lost, process killed): its run stops sending heartbeats (a flow-run label written
-  every ``FACEZOO_POOL_STALE_SECONDS / 4`` s); after ``FACEZOO_POOL_STALE_SECONDS`` (default 120) without one the
-  parent marks the run ``Crashed`` and the model failed;
+  every ``FACEZOO_POOL_STALE_SECONDS / 4`` s); after ``FACEZOO_POOL_STALE_SECONDS`` (default 120) without one (three
+  times that before the first, while the process starts) the parent marks the run ``Crashed`` and the model failed;
 - the parent is interrupted (Ctrl-C, SIGTERM) or its ``timeout`` passes: it **cancels** every child run not yet
   finished (``Cancelled`` if no worker took it yet, ``Cancelling`` if one runs it: the worker stops the process);
 - the parent is killed outright (SIGKILL, OOM): nothing can cancel, so every child run carries a ``deadline`` (its
@@ -165,12 +165,13 @@ def _artifact(client: Any, run_id: Any) -> dict[str, Any] | None:
     return data
 
 
-def _heartbeat_age(run: Any, now: float) -> float:
-    """Seconds since the run's last heartbeat, or since it entered its state when it never sent one."""
+def _lost(run: Any, now: float, stale: float) -> bool:
+    """A run a worker took whose process is gone: no heartbeat for ``stale`` s; before its first heartbeat, pending
+    or starting for ``3 * stale`` s (a process that imports torch and loads the flow on a busy machine)."""
     beat = (run.labels or {}).get(_HEARTBEAT_LABEL)
     if beat is not None:
-        return now - float(beat)
-    return now - run.state.timestamp.timestamp()
+        return now - float(beat) > stale
+    return now - run.state.timestamp.timestamp() > 3 * stale
 
 
 @contextlib.contextmanager
@@ -240,7 +241,7 @@ def run_on_pool(
                     if kind in _FINAL:
                         del runs[model]
                         _settle(client, outcome, specs, model, current, on_ref)
-                    elif kind in ("PENDING", "RUNNING") and _heartbeat_age(current, now) > stale:
+                    elif kind in ("PENDING", "RUNNING") and _lost(current, now, stale):
                         why = f"its worker stopped: no heartbeat for {stale:g} s (FACEZOO_POOL_STALE_SECONDS)"
                         client.set_flow_run_state(run.id, Crashed(message=why), force=True)
                         del runs[model]
