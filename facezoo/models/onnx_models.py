@@ -185,10 +185,15 @@ class OnnxAdapter(DetachableAdapter):
 
 
 def _constants_as_initializers(model: Any) -> Any:
-    """``model`` with every ``Constant`` node's tensor moved to the initializers: Paddle2ONNX stores the weights as
-    Constant nodes, which onnx2torch cannot convert (it reads Conv weights from initializers) nor would train."""
+    """``model`` with every floating-point ``Constant`` node's tensor moved to the initializers: Paddle2ONNX stores the
+    weights as Constant nodes, which onnx2torch cannot convert (it reads Conv weights from initializers) nor would
+    train. Integer constants (shape arithmetic of exported graphs) stay as they are."""
+    import onnx
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
     graph = model.graph
-    constants = [n for n in graph.node if n.op_type == "Constant" and [a.name for a in n.attribute] == ["value"]]
+    constants = [n for n in graph.node if n.op_type == "Constant" and [a.name for a in n.attribute] == ["value"]
+                 and n.attribute[0].t.data_type in floats]
     for node in constants:
         tensor = node.attribute[0].t
         tensor.name = node.output[0]
