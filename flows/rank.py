@@ -253,6 +253,12 @@ def features_root(where: Home) -> str:
     return os.environ.get("FACEZOO_FEATURES") or str(where.features)
 
 
+def artifacts_root(where: Home) -> str:
+    """MLflow's artifact root for new experiments: ``$FACEZOO_ARTIFACTS`` (a folder or a URL, ``s3://bucket/mlflow``;
+    MLflow's database stays in the home), else the home's ``mlartifacts/``."""
+    return os.environ.get("FACEZOO_ARTIFACTS") or str(where.artifacts)
+
+
 def _run_pool(
     specs: list[ModelSpec], ref: datasets.DatasetRef, split: str, names: list[str],
     metric_options: dict[str, dict[str, Any]], device: str, batch_size: int, backend: str, features: str, pool: str,
@@ -308,7 +314,7 @@ def _record(
     run_id, message = None, None
     progress.stage("logging to MLflow")
     try:
-        run_id = Tracker(where.tracking_uri, where.artifacts).log_rank_job(
+        run_id = Tracker(where.tracking_uri, artifacts_root(where)).log_rank_job(
             ref.name, job_id, params, models=[_tracked(refs[m], scores[m]) for m in scores],
             ranking=table, failures={m: f"{stage}: {error}" for m, (stage, error) in failures.items()},
             dataset_info=described,

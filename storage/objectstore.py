@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 
 from facezoo.errors import FaceZooError
 
-__all__ = ["ObjectStore", "is_url"]
+__all__ = ["ObjectStore", "check_no_credentials", "is_url"]
 
 _SECRET_QUERY = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key", "token",
                  "password"}
@@ -39,7 +39,8 @@ def is_url(root: Any) -> bool:
     return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
 
 
-def _check_no_credentials(url: str) -> None:
+def check_no_credentials(url: str) -> None:
+    """Refuse a URL that carries credentials (user:password@, or a secret in its query), naming it without them."""
     parts = urlsplit(url)
     if parts.username or parts.password or _SECRET_QUERY & {k.lower() for k in parse_qs(parts.query)}:
         raise FaceZooError(f"storage URL {parts.scheme}://{parts.hostname or ''}{parts.path}: remove the credentials "
@@ -71,7 +72,7 @@ class ObjectStore:
     """The filesystem of ``url``'s scheme (and bucket); objects are named by their full URLs."""
 
     def __init__(self, url: str):
-        _check_no_credentials(url)
+        check_no_credentials(url)
         self.scheme = urlsplit(url).scheme
         try:
             self.fs = _filesystem(url)

@@ -246,6 +246,10 @@ class Tracker:
         self.tracking_uri = tracking_uri
         root = str(artifact_root)
         is_uri = len(urlparse(root).scheme) > 1  # one letter: a Windows drive, not a scheme
+        if is_uri:  # the URI is stored in MLflow's database as each experiment's artifact location
+            from storage.objectstore import check_no_credentials
+
+            check_no_credentials(root)
         self.artifact_root_uri = root.rstrip("/") if is_uri else Path(root).expanduser().resolve().as_uri()
         # Two jobs starting at once on a fresh home would both run MLflow's migrations on the new SQLite file, and
         # one would fail ("Online migration expected to match one row ..."): the first creates it, the other waits.
