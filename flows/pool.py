@@ -39,7 +39,7 @@ from tasks import datasets
 from tasks._prefect import flow
 from tasks.extract import FeatureRef, extract_features
 
-__all__ = ["FLOW_NAME", "PoolOutcome", "deploy", "extract_model", "run_on_pool", "stale_seconds"]
+__all__ = ["FLOW_NAME", "PoolOutcome", "check_pool", "deploy", "extract_model", "run_on_pool", "stale_seconds"]
 
 FLOW_NAME = "extract-features"
 ARTIFACT_TYPE = "facezoo-extraction"
@@ -124,16 +124,27 @@ def deploy(pool: str, name: str = FLOW_NAME, source: str | Path = ROOT) -> str:
     return str(deployable.deploy(name=name, work_pool_name=pool, print_next_steps=False))
 
 
+def check_pool(pool: str) -> str:
+    """Fail early, in one line, unless a Prefect server (``PREFECT_API_URL``: the one the pool's workers poll)
+    answers and has an extract-features deployment on ``pool``; returns its name."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise FaceZooError(f"--pool {pool}: set PREFECT_API_URL to the Prefect server the pool's workers poll (the "
+                           "local default has no workers)")
+    with get_client(sync_client=True) as client:
+        return _deployment(client, pool)
+
+
 def _deployment(client: Any, pool: str) -> str:
     """``flow/deployment`` of the extract-features deployment on ``pool``."""
-    from prefect.client.schemas.filters import DeploymentFilter, FlowFilter, FlowFilterName, WorkPoolFilter
-    from prefect.client.schemas.filters import WorkPoolFilterName
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, WorkPoolFilter, WorkPoolFilterName
 
     try:
-        found = client.read_deployments(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-            deployment_filter=DeploymentFilter(), limit=1)
+        found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+                                        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+                                        limit=1)
     except Exception as error:  # noqa: BLE001 - no server at PREFECT_API_URL, refused, ...
         raise FaceZooError(f"--pool {pool}: cannot reach the Prefect server at PREFECT_API_URL ({error})") from None
     if not found:

@@ -165,6 +165,10 @@ def rank_zoo(
     for name in metrics or ():
         metric_registry.info(name)  # unknown names fail before any work
     backends.check_name(backend)
+    if pool is not None:
+        from flows.pool import check_pool
+
+        check_pool(pool)
     zoo_config = resolve_zoo(zoo)
     ref = resolve_dataset(dataset, results, dataset_options, max_samples)
     data = datasets.load(ref)

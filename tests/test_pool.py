@@ -218,6 +218,20 @@ def test_rank_on_a_pool_equals_the_local_ranking(pool, local_ranking):
     assert {Path(p) for p in rows["path"]} == set(written)
 
 
+def test_a_pool_needs_a_server_and_an_extract_features_deployment_on_it(pool):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from facezoo.errors import FaceZooError
+    from flows.pool import check_pool
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(FaceZooError, match="PREFECT_API_URL"):
+        check_pool(POOL)
+    with temporary_settings(updates={PREFECT_API_URL: pool.server.api_url}):
+        assert check_pool(POOL) == "extract-features/extract-features"
+        with pytest.raises(FaceZooError, match="no extract-features deployment on work pool 'cpu'"):
+            check_pool("cpu")
+
+
 def test_an_s3_store_publishes_whole_objects_and_refuses_credentials_in_its_url(s3):
     import numpy as np
 
