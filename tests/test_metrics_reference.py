@@ -183,6 +183,42 @@ def test_face_pca_on_a_wide_feature_set_uses_the_partial_eigensolver():
     assert metrics.score("face_fairness", x, y) == pytest.approx(naive_face(x, y)["class_fairness"], rel=1e-7)
 
 
+def _covariance(spectrum, seed=0):
+    rng = np.random.default_rng(seed)
+    u = np.linalg.qr(rng.standard_normal((len(spectrum), len(spectrum))))[0]
+    return (u * spectrum) @ u.T
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-8)])
+@pytest.mark.parametrize("spectrum", ["decaying", "rank 90 of 200", "near-degenerate pairs"])
+def test_subspace_iteration_finds_the_top_eigenpairs_of_lapack(dtype, tol, spectrum):
+    from facezoo.metrics._eigen import top_eigh
+
+    values = 100.0 / (1.0 + np.arange(200))
+    if spectrum == "rank 90 of 200":
+        values[90:] = 0.0
+    elif spectrum == "near-degenerate pairs":
+        values[1::2] = values[::2] * (1 - 1e-3)  # 0.1 % gaps: the eigenvectors of each pair are barely determined
+    cov = _covariance(values)
+    want_w, want_v = np.linalg.eigh(cov)
+    want_w, want_v = want_w[::-1][:30], want_v[:, ::-1][:, :30]
+    w, v = top_eigh(cov, 30, dtype)
+    assert w == pytest.approx(want_w, rel=tol)
+    assert np.abs((v * want_v).sum(0)) == pytest.approx(1.0, abs=tol)  # the same directions, up to sign
+    assert np.abs(v.T @ v - np.eye(30)).max() < 1e-12
+
+
+def test_subspace_iteration_falls_back_to_lapack_when_it_does_not_converge(monkeypatch):
+    from facezoo.metrics import _eigen
+
+    monkeypatch.setattr(_eigen, "_MAX_ITERATIONS", 1)
+    cov = _covariance(np.linspace(2.0, 1.0, 120))  # flat: one iteration is far from converged
+    w, v = _eigen.top_eigh(cov, 10)
+    want_w, want_v = np.linalg.eigh(cov)
+    assert w == pytest.approx(want_w[::-1][:10], rel=1e-12)
+    assert np.abs((v * want_v[:, ::-1][:, :10]).sum(0)) == pytest.approx(1.0, abs=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------------- H-scores
 def class_mean_matrix(x, y):
     out = np.empty_like(x)
