@@ -1,15 +1,22 @@
 """Speed and memory of every metric, as ratios to one float32 Gram ``X.T @ X`` timed in the same run.
 
-    python benchmarks/metric_speed.py --n 50000 --d 2048 --classes 100 [--out benchmarks/results/metric_speed.md]
+    python benchmarks/metric_speed.py [--only-face] [--out benchmarks/results/metric_speed.md]
+    python benchmarks/metric_speed.py --n 50000 --d 2048 --classes 100      # one size
+
+By default both sizes of FaCe's speed target: N=20000, D=1024, K=50 and N=50000, D=2048, K=100.
 
 Synthetic Gaussian class data shaped like real penultimate features: class means in a 64-dimensional subspace, within-
 class noise with a decaying spectrum (rank 256) plus a little isotropic noise, a common offset, float32. Every
 metric is timed alone (``metrics.score``, its own statistics), then ``metrics.score_many`` over every metric except
 the sample-level ``knn``, ``nleep`` and ``linear_probe`` (one shared statistics object). Peak memory of
 ``score_many`` is measured in a fresh subprocess as the growth of the peak resident set (``VmHWM``, reset just
-before the call) over the features already in memory, so BLAS and LAPACK work space count too.
+before the call) over the features already in memory, so BLAS and LAPACK work space count too. A last table times
+FaCe with each candidate of its pre-registered selection (``docs/face.md``): a candidate over FaCe's 1.5 × Gram
+budget at the large size is not eligible as a default. ``--only-face`` times the Gram, ``face``, ``face_variance``
+and the candidates only.
 
-Absolute seconds mean little on shared machines: read the ratios. Best of ``--repeat`` runs.
+Absolute seconds mean little on shared machines: read the ratios. Warm (the Gram and every metric run ``--repeat``
+times; the Gram at least 5), best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from facezoo import metrics
+from facezoo.metrics.face import FAIRNESS
 
 EXCLUDED_FROM_TOTAL = ("knn", "nleep", "linear_probe")
 TARGETS = {"face": 1.5, "nc1": 0.5, "face_variance": 0.5}
 TOTAL_TARGET = 5.0
 MEMORY_TARGET = 2.0
+SIZES = ((20000, 1024, 50), (50000, 2048, 100))  # FaCe's speed target holds at both
+FACE_CANDIDATES = [{"fairness": f} for f in FAIRNESS] + [{"c_shrinkage": 0.1}, {"between_energy": 0.9}]
 
 
 def make_features(n: int, d: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,26 +98,25 @@ def peak_memory_child(n: int, d: int, classes: int, names: list[str]) -> dict:
     return {"features_bytes": x.nbytes, "growth_bytes": _status_bytes("VmHWM") - before}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=50000)
-    parser.add_argument("--d", type=int, default=2048)
-    parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[], help="metrics not to time alone (e.g. nleep)")
-    parser.add_argument("--out", type=Path, help="also write the table as Markdown here")
-    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    names = [m for m in metrics.available() if not metrics.info(m).needs_logits and m not in EXCLUDED_FROM_TOTAL]
-    if args.memory_child:
-        print(json.dumps(peak_memory_child(args.n, args.d, args.classes, names)))
-        return
+def face_candidates(x: np.ndarray, y: np.ndarray, gram: float, repeat: int) -> list[str]:
+    """FaCe with each pre-registered candidate option: seconds and × Gram (eligible: within FaCe's target)."""
+    lines = ["| FaCe option | seconds | × Gram | within FaCe's ≤ 1.5 × Gram |", "|---|---:|---:|---|"]
+    for options in FACE_CANDIDATES:
+        seconds = best_of(repeat, lambda o=options: metrics.score("face", x, y, **o))
+        ratio = seconds / gram
+        lines.append(f"| {', '.join(f'{k}={v}' for k, v in options.items())} | {seconds:.3f} | {ratio:.2f} | "
+                     f"{'yes' if ratio <= TARGETS['face'] else 'no'} |")
+    return lines
 
-    x, y = make_features(args.n, args.d, args.classes)
+
+def one_size(n: int, d: int, classes: int, args: argparse.Namespace) -> list[str]:
+    """The report's section for one size."""
+    x, y = make_features(n, d, classes)
     gram = best_of(max(5, args.repeat), lambda: x.T @ x)  # the baseline gets the most tries: ratios stay honest
+    names = [m for m in metrics.available() if not metrics.info(m).needs_logits and m not in EXCLUDED_FROM_TOTAL]
     rows = []
     for name in metrics.available():
-        if metrics.info(name).needs_logits:
+        if metrics.info(name).needs_logits or (args.only_face and name not in TARGETS):
             continue  # LEEP/NCE read logits (N, Cs) only: O(N·Cs), not a feature-space cost
         if name in args.skip:
             rows.append((name, None, "skipped (--skip)"))
@@ -118,22 +127,8 @@ def main() -> None:
         if name in EXCLUDED_FROM_TOTAL:
             note = "excluded from the score_many target (works on a ≤ 5000/10000-row subsample)"
         rows.append((name, seconds, note))
-    total = best_of(args.repeat, lambda: metrics.score_many(x, y, names))
-    breakdown = score_many_breakdown(x, y, names)
-    child = subprocess.run(
-        [sys.executable, __file__, "--memory-child", "--n", str(args.n), "--d", str(args.d),
-         "--classes", str(args.classes)],
-        check=True, capture_output=True, text=True,
-    )
-    memory = json.loads(child.stdout)
-    memory_ratio = memory["growth_bytes"] / memory["features_bytes"]
-
     lines = [
-        f"# Metric speed: N={args.n}, D={args.d}, K={args.classes}, float32",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}. Best of {args.repeat}. Reproduce: "
-        f"`python benchmarks/metric_speed.py --n {args.n} --d {args.d} --classes {args.classes}`.",
+        f"## N={n}, D={d}, K={classes}, float32",
         "",
         f"Baseline: one float32 Gram `X.T @ X` (NumPy, a single BLAS syrk) = {gram:.3f} s, best of "
         f"{max(5, args.repeat)}.",
@@ -146,8 +141,24 @@ def main() -> None:
             lines.append(f"| {name} | – | – | {note} |")
         else:
             lines.append(f"| {name} | {seconds:.3f} | {seconds / gram:.2f} | {note} |")
+    if not args.only_face:
+        lines += score_many_lines(x, y, names, gram, args, n, d, classes)
+    return lines + ["", "FaCe with each pre-registered candidate (docs/face.md):", "",
+                    *face_candidates(x, y, gram, args.repeat), ""]
+
+
+def score_many_lines(x: np.ndarray, y: np.ndarray, names: list[str], gram: float, args: argparse.Namespace, n: int,
+                     d: int, classes: int) -> list[str]:
+    total = best_of(args.repeat, lambda: metrics.score_many(x, y, names))
+    breakdown = score_many_breakdown(x, y, names)
+    child = subprocess.run(
+        [sys.executable, __file__, "--memory-child", "--n", str(n), "--d", str(d), "--classes", str(classes)],
+        check=True, capture_output=True, text=True,
+    )
+    memory = json.loads(child.stdout)
+    memory_ratio = memory["growth_bytes"] / memory["features_bytes"]
     verdict = "met" if total / gram <= TOTAL_TARGET else "MISSED"
-    lines += [
+    return [
         f"| **score_many** ({len(names)} metrics: all but {', '.join(EXCLUDED_FROM_TOTAL)}) | {total:.3f} | "
         f"{total / gram:.2f} | target ≤ {TOTAL_TARGET} × Gram: {verdict} |",
         "",
@@ -164,6 +175,36 @@ def main() -> None:
         "|---|---:|---:|",
         *[f"| {step} | {seconds:.3f} | {seconds / gram:.2f} |" for step, seconds in breakdown],
     ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, help="one size instead of both (default of the others: the large size)")
+    parser.add_argument("--d", type=int)
+    parser.add_argument("--classes", type=int)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip", nargs="*", default=[], help="metrics not to time alone (e.g. nleep)")
+    parser.add_argument("--only-face", action="store_true", help="time only the Gram, face, face_variance, nc1 "
+                        "and FaCe's candidates")
+    parser.add_argument("--out", type=Path, help="also write the report as Markdown here")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    one = args.n is not None or args.d is not None or args.classes is not None
+    sizes = [(args.n or SIZES[1][0], args.d or SIZES[1][1], args.classes or SIZES[1][2])] if one else list(SIZES)
+    if args.memory_child:
+        names = [m for m in metrics.available() if not metrics.info(m).needs_logits and m not in EXCLUDED_FROM_TOTAL]
+        print(json.dumps(peak_memory_child(*sizes[0], names)))
+        return
+    command = " ".join(["python benchmarks/metric_speed.py", *sys.argv[1:]])
+    lines = [
+        "# Metric speed, float32",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}. Best of {args.repeat}. Reproduce: `{command}`.",
+        "",
+    ]
+    for n, d, classes in sizes:
+        lines += one_size(n, d, classes, args)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
