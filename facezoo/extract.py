@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import default_collate
 
 from facezoo import backends
 from facezoo import progress as progress_report
@@ -98,7 +99,7 @@ class _Collate:
     def __call__(self, items: list[tuple[int, Any, Any]]) -> tuple[list[int], Any, list[Any]]:
         index = [i for i, _, _ in items]
         masks = [m for _, _, m in items]
-        batch = torch.stack([x for _, x, _ in items]) if self.dense else self.model.collate([x for _, x, _ in items])
+        batch = default_collate([x for _, x, _ in items]) if self.dense else self.model.collate([x for _, x, _ in items])
         return index, batch, masks
 
 

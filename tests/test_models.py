@@ -372,16 +372,27 @@ def test_image_preprocessing_is_bit_identical_to_torch_ops_on_the_chw_view(recip
     from facezoo.models._transforms import ImagePreprocessing
 
     transform = ImagePreprocessing(**recipe)
-    for image in images(3, size=(80, 60)):
-        resized = image.resize((transform._resize, transform._resize))
-        x = torch.from_numpy(np.asarray(resized, dtype=np.float32).copy()).permute(2, 0, 1)
+
+    def reference(image):
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
         x = x * (transform.pixel_max / 255.0)
         if transform.channel_order == "BGR":
             x = x.flip(0)
-        reference = (x - torch.tensor(transform.mean).view(3, 1, 1)) / torch.tensor(transform.std).view(3, 1, 1)
+        return (x - torch.tensor(transform.mean).view(3, 1, 1)) / torch.tensor(transform.std).view(3, 1, 1)
+
+    for image in images(3, size=(80, 60)):
+        resized = image.resize((transform._resize, transform._resize))
         ours = transform._normalise(resized)
         assert ours.is_contiguous() and ours.dtype == torch.float32
-        assert torch.equal(ours, reference)
+        assert torch.equal(ours, reference(resized))
+        # the whole recipe: shorter side to `resize` (aspect kept), PIL's centre crop, the normalisation above
+        scale = transform._resize / min(image.size)
+        shorter = image.resize((max(transform._resize, round(image.size[0] * scale)),
+                                max(transform._resize, round(image.size[1] * scale))),
+                               resample={"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[transform.interpolation])
+        left, top = (shorter.size[0] - transform.size) // 2, (shorter.size[1] - transform.size) // 2
+        assert torch.equal(transform(image), reference(shorter.crop((left, top, left + transform.size,
+                                                                     top + transform.size))))
 
 
 def test_bad_preprocessing_option_is_one_line(tmp_path):

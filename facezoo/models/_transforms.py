@@ -84,7 +84,8 @@ class ImagePreprocessing(BaseModel):
             image = self._jpeg(image.resize(size, resample=_RESAMPLE[self.interpolation]))
         w, h = image.size
         left, top = (w - self.size) // 2, (h - self.size) // 2
-        return self._normalise(image.crop((left, top, left + self.size, top + self.size)))
+        # the crop as a view of the resized bytes: PIL's crop would copy them once more
+        return self._normalise(np.asarray(image)[top:top + self.size, left:left + self.size])
 
     def dense(self, image: Image.Image) -> torch.Tensor:
         """``(3, size, size)`` float32 of the whole image, resized without cropping (pixels stay aligned with a
@@ -99,12 +100,14 @@ class ImagePreprocessing(BaseModel):
         image.save(buffer, format="JPEG")
         return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
-    def _normalise(self, image: Image.Image) -> torch.Tensor:
-        # the bytes transposed to CHW first, then float32 arithmetic on contiguous planes: the same values as torch
-        # ops on the permuted view, ~30x faster (strided element-wise ops made this the DataLoader workers' ceiling)
+    def _normalise(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        # the bytes transposed to CHW first, then float32 arithmetic in place on contiguous planes: the same values as
+        # torch ops on the permuted view, ~30x faster (strided element-wise ops made this the DataLoader workers'
+        # ceiling), and no fresh 0.6 MB temporaries (-25 %)
         x = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)).astype(np.float32)
         x *= np.float32(self.pixel_max / 255.0)
         if self.channel_order == "BGR":
-            x = x[::-1]
-        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
-        return torch.from_numpy((x - mean) / np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1))
+            x = np.ascontiguousarray(x[::-1])
+        x -= np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
+        x /= np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
+        return torch.from_numpy(x)
