@@ -233,7 +233,10 @@ def label(config: dict[str, Any]) -> str:
 
 GT_COLUMNS = ["task", "model", "stage", "seed", "protocol", "lr", "weight_decay", "c", "chosen", "val_score",
               "test_accuracy", "mean_class_accuracy", "dataset", "dataset_fingerprint", "budget", "budget_hash",
-              "steps", "batch_size", "resolution", "max_length", "n_train", "n_test", "seconds", "machine", "date"]
+              "steps", "batch_size", "resolution", "max_length", "n_train", "n_test", "seconds", "machine", "date",
+              "ft_nc1", "ft_variance_collapse", "ft_class_fairness"]
+# FaCe's terms of the fine-tuned network's test features (``full`` test rows; empty in rows stored before they existed)
+_OPTIONAL = ("ft_nc1", "ft_variance_collapse", "ft_class_fairness")
 _ROW_KEY = ["task", "model", "stage", "seed", "lr", "weight_decay", "c"]
 
 
@@ -264,6 +267,9 @@ def read_ground_truth(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=GT_COLUMNS)
     table = pd.read_csv(path, dtype={"task": str, "model": str, "stage": str, "protocol": str, "budget_hash": str,
                                       "dataset_fingerprint": str})
+    for column in _OPTIONAL:
+        if column not in table.columns:
+            table[column] = np.nan
     missing = [c for c in GT_COLUMNS if c not in table.columns]
     if missing:
         raise FaceZooError(f"{path}: not a ground-truth file (missing columns {', '.join(missing)})")
@@ -386,8 +392,10 @@ def ground_truth(task: Task, spec: Any, data: Any, budget_name: str, path: Path,
     def test_row(seed: int, result: finetune.FineTuneResult, seconds: float) -> dict[str, Any]:
         chosen = {"lr": result.selected.get("lr"), "weight_decay": result.selected.get("weight_decay"),
                   "c": result.selected.get("C")}
+        collapse = result.selected.get("fine_tuned_collapse") or {}
         return {**common, **chosen, "stage": "test", "seed": seed, "test_accuracy": result.accuracy,
-                "mean_class_accuracy": result.mean_class_accuracy, "seconds": seconds, "date": _now()}
+                "mean_class_accuracy": result.mean_class_accuracy, "seconds": seconds, "date": _now(),
+                **{f"ft_{k}": v for k, v in collapse.items()}}
 
     chosen_rows = mine[(mine.stage == "val") & (mine.chosen.astype(str) == "True")]
     if chosen_rows.empty:

@@ -443,18 +443,36 @@ def _recalibrate_batch_norm(net: nn.Module, inputs: _Inputs, index: np.ndarray, 
 
 @torch.inference_mode()
 def _predict(net: nn.Module, inputs: _Inputs, index: np.ndarray, batch_size: int,
-             device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """``(predicted, target)`` class indices (per sample, or per pixel for segmentation)."""
+             device: torch.device, features: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted, target)`` class indices (per sample, or per pixel for segmentation). A classifier's backbone
+    features are appended to ``features`` when given (the same pass)."""
     net.eval()
     predicted, targets = [], []
     with _autocast(device):
         for i in range(0, len(index), batch_size):
             x, y = inputs.batch(index[i:i + batch_size], device)
-            predicted.append(net(x).argmax(1).cpu())
+            if features is not None and isinstance(net, _Classifier):
+                h = net.backbone(x)
+                features.append(h.float().cpu().numpy())
+                predicted.append(net.head(h).argmax(1).cpu())
+            else:
+                predicted.append(net(x).argmax(1).cpu())
             targets.append(y.cpu())
     if not predicted:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     return torch.cat(predicted).numpy(), torch.cat(targets).numpy()
+
+
+def _collapse(features: list[np.ndarray], labels: np.ndarray) -> dict[str, float] | None:
+    """FaCe's terms (NC1, C, F at the metric's defaults) of the fine-tuned network's test features: the paper's
+    premise is that the pre-trained features' collapse predicts this one. None without two classes to compare."""
+    from facezoo.metrics.face import face_terms
+    from facezoo.metrics.stats import FeatureStats
+
+    if not features or len(np.unique(labels)) < 2:
+        return None
+    terms = face_terms(FeatureStats(np.concatenate(features), labels))
+    return {k: float(terms[k]) for k in ("nc1", "variance_collapse", "class_fairness")}
 
 
 def _scores(predicted: np.ndarray, target: np.ndarray, classes: int, dense: bool) -> dict[str, float]:
@@ -505,6 +523,10 @@ def full(
     For a segmentation dataset (``train.task == "segmentation"``) the network is the backbone's feature maps and an
     FCN head, trained per pixel; the grid is chosen by validation mIoU, and ``accuracy`` is the test **mIoU**
     (``selected`` also holds the pixel accuracy), ``mean_class_accuracy`` the mean per-class pixel accuracy.
+
+    ``selected["fine_tuned_collapse"]`` holds FaCe's terms (``nc1``, ``variance_collapse``, ``class_fairness``) of the
+    fine-tuned backbone's test features, from the same pass that scores the test split (classification only): what
+    the paper's premise, that pre-trained collapse predicts fine-tuned collapse, is checked against.
 
     ``log`` receives one line per grid point (its validation score); ``progress`` reports every run's steps and
     loss (a bar on a terminal, timed lines elsewhere: :mod:`facezoo.progress`).
@@ -566,7 +588,9 @@ def full(
                         progress)
     if net is None:
         raise FaceZooError(f"{model.name}: the final fine-tuning run (lr={best['lr']:g}) diverged")
-    scores = _scores(*_predict(net, test_inputs, np.arange(len(test)), 2 * budget.batch_size, device), classes, dense)
+    test_features: list[np.ndarray] = []
+    predicted, target = _predict(net, test_inputs, np.arange(len(test)), 2 * budget.batch_size, device, test_features)
+    scores = _scores(predicted, target, classes, dense)
     return FineTuneResult(
         accuracy=scores[figure],
         mean_class_accuracy=scores["mean_class_accuracy"],
@@ -575,6 +599,7 @@ def full(
                 "n_train": int(len(train)), "task": train.task},
         selected={"lr": best["lr"], "weight_decay": best["weight_decay"], "grid": grid, **scores,
                   "seconds": time.perf_counter() - started,
-                  "memory_format": "channels_last" if inputs.memory_format == torch.channels_last else "contiguous"},
+                  "memory_format": "channels_last" if inputs.memory_format == torch.channels_last else "contiguous",
+                  "fine_tuned_collapse": None if dense else _collapse(test_features, target)},
         curve=curve,
     )

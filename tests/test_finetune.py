@@ -94,6 +94,24 @@ def test_channels_last_training_is_the_same_maths(monkeypatch, digits, resnet):
     assert curves[torch.channels_last] != curves[torch.contiguous_format]  # really another memory order
 
 
+def test_full_reports_the_collapse_of_the_fine_tuned_test_features(monkeypatch, digits, resnet):
+    from facezoo.metrics import face
+
+    train, test = digits
+    seen = []
+    real = face.face_terms
+    monkeypatch.setattr(face, "face_terms", lambda stats, **k: seen.append(stats) or real(stats, **k))
+    budget = finetune.Budget(steps=3, batch_size=16, resolution=32, lr_grid=(0.05,), weight_decay_grid=(0.0,))
+    result = finetune.full(resnet, train, test, budget, device="cpu")
+    (stats,) = seen  # one set of features: the test split's, through the fine-tuned backbone
+    assert (stats.n, stats.dim) == (len(test), resnet.dim)
+    assert sorted(stats.counts.tolist()) == sorted(np.bincount(np.asarray(test.labels)).tolist())
+    terms = real(stats)
+    assert result.selected["fine_tuned_collapse"] == {k: float(terms[k]) for k in
+                                                      ("nc1", "variance_collapse", "class_fairness")}
+    assert np.isfinite(list(result.selected["fine_tuned_collapse"].values())).all()
+
+
 def test_fine_tuning_learns_and_reports_mean_class_accuracy_exactly(monkeypatch, digits):
     train, test = digits
     model = create_model("timm:test_efficientnet", pretrained=False)
