@@ -291,6 +291,8 @@ def test_unknown_names_and_options_are_rejected_with_the_valid_ones():
     for energy in (0.0, 1.5):
         with pytest.raises(FaceZooError, match="between_energy must be in"):
             metrics.score("face", x, y, between_energy=energy)
+    with pytest.raises(FaceZooError, match="c_shrinkage must be a number, got '0.1'"):
+        metrics.score("face", x, y, c_shrinkage="0.1")
     with pytest.raises(FaceZooError, match="pca_dim must be a positive integer"):
         metrics.score("gbc", x, y, pca_dim=0)
     with pytest.raises(FaceZooError, match="options given for metrics not requested: gbc"):

@@ -79,6 +79,13 @@ def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _number(option: str, value: Any) -> float:
+    """``value`` as a float, or a one-line error naming the option (a string or None would raise a TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise FaceZooError(f"{option} must be a number, got {value!r}")
+    return float(value)
+
+
 def _between_directions(stats: FeatureStats, global_mean: str) -> tuple[np.ndarray, np.ndarray]:
     """Right singular vectors ``V`` ``(D, r)`` of M with the eigenvalues ``s_j²/K`` of Σ_B they carry."""
     _choice("global_mean", global_mean, ("sample", "class"))
@@ -111,14 +118,18 @@ def _kept_directions(lam: np.ndarray, between_energy: float) -> int:
     return int(np.searchsorted(np.cumsum(lam), between_energy * lam.sum())) + 1
 
 
+def _check_c(weighting: str, c_shrinkage: float, between_energy: float) -> None:
+    _choice("weighting", weighting, ("class", "sample"))
+    if not (np.isfinite(_number("c_shrinkage", c_shrinkage)) and c_shrinkage >= 0):
+        raise FaceZooError(f"c_shrinkage must be a finite number >= 0, got {c_shrinkage!r}")
+    if not 0 < _number("between_energy", between_energy) <= 1:
+        raise FaceZooError(f"between_energy must be in (0, 1], got {between_energy!r}")
+
+
 def _nc1(
     stats: FeatureStats, weighting: str, global_mean: str, c_shrinkage: float = 0.0, between_energy: float = 1.0
 ) -> float:
-    _choice("weighting", weighting, ("class", "sample"))
-    if not (np.isfinite(c_shrinkage) and c_shrinkage >= 0):
-        raise FaceZooError(f"c_shrinkage must be a finite number >= 0, got {c_shrinkage!r}")
-    if not 0 < between_energy <= 1:
-        raise FaceZooError(f"between_energy must be in (0, 1], got {between_energy!r}")
+    _check_c(weighting, c_shrinkage, between_energy)
     _, lam = _between_directions(stats, global_mean)
     if not len(lam):
         return NC1_MAX
@@ -186,7 +197,7 @@ def _fairness_of(
 
 def _check_fairness(fairness: str, power: float) -> None:
     _choice("fairness", fairness, FAIRNESS)
-    if not (np.isfinite(power) and power < 0):
+    if not (np.isfinite(_number("power", power)) and power < 0):
         raise FaceZooError(f"power must be a finite number < 0 (a mean that weighs the worst classes most), got "
                            f"{power!r}")
 
@@ -231,6 +242,7 @@ def face_terms(
 ) -> dict[str, object]:
     """Every FaCe quantity of one model: ``nc1``, ``variance_collapse`` (C), ``class_fairness`` (F), ``overlaps``."""
     _check_fairness(fairness, power)
+    _check_c(weighting, c_shrinkage, between_energy)  # before the pass over the features, not after it
     d = pca_dims(stats, pca_dim)
     directions = {("between", global_mean): _between_directions(stats, global_mean)[0],
                   ("pca", d): pca_basis(stats, d)[0]}
