@@ -260,6 +260,11 @@ def _print_validation(summary: dict[str, Any]) -> None:
         group = group.sort_values("weighted_tau", ascending=False).set_index("metric")
         typer.echo(group[["weighted_tau", "ci_low", "ci_high", "kendall_tau", "top1_regret", "n_models"]]
                    .to_string(float_format=lambda v: f"{v:+.3f}"))
+    premise = summary.get("collapse_premise")
+    if premise:
+        typer.echo(f"\nFaCe's premise, neural collapse before vs after fine-tuning ({premise['metric']}, "
+                   f"{premise['n_models']} models): Spearman {premise['spearman']:+.3f}, "
+                   f"Kendall tau {premise['kendall_tau']:+.3f}")
     for model, error in summary["failures"].items():
         typer.echo(f"FAILED {model}: {error}", err=True)
     typer.echo(f"status: {summary['status']}")

@@ -10,7 +10,10 @@
 4. for every metric scored on those models: weighted τ, Kendall τ, Pearson, Spearman, top-1 regret and a bootstrap
    interval of the weighted τ over models, written to DuckDB and logged to MLflow with a scatter plot per metric.
    Correlations are computed per protocol; when ``auto`` had to mix protocols, one more set over all models is
-   stored under the protocol ``mixed:<a>+<b>`` and the summary says so: protocols are never mixed silently.
+   stored under the protocol ``mixed:<a>+<b>`` and the summary says so: protocols are never mixed silently;
+5. FaCe's premise (``collapse_premise``): across the fully fine-tuned models, the rank correlation between the
+   collapse of their pre-trained features (NC1, from the scores) and that of their fine-tuned test features (the
+   same NC1, computed by :func:`facezoo.finetune.full`). FaCe assumes it is strong.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tasks import datasets
 from tasks._prefect import ThreadPoolTaskRunner, flow
 from tasks.finetune import GroundTruth, ground_truth
 
-__all__ = ["validate", "choose_models", "correlations", "protocol_correlations"]
+__all__ = ["validate", "choose_models", "collapse_premise", "correlations", "protocol_correlations"]
 
 
 def choose_models(ranked: list[str], top_k: int | None, controls: int) -> list[str]:
@@ -75,6 +78,24 @@ def protocol_correlations(
     if len(groups) > 1:
         groups[f"mixed:{'+'.join(groups)}"] = dict(accuracy)
     return {p: correlations(scores, acc, seed=seed) for p, acc in groups.items()}
+
+
+def collapse_premise(scores: pd.DataFrame, truth: dict[str, GroundTruth]) -> dict[str, Any] | None:
+    """Spearman ρ and Kendall τ-b, across models, between the collapse of the pre-trained features (``nc1`` in
+    ``scores``, else ``face_variance`` = −log NC1) and the same quantity of the fine-tuned test features; None with
+    fewer than 3 models that have both (or neither metric was scored)."""
+    for metric, term in (("nc1", "ft_nc1"), ("face_variance", "ft_variance_collapse")):
+        pre = scores[scores.metric == metric].set_index("model")["score"]
+        after = {m: getattr(t, term) for m, t in truth.items() if getattr(t, term) is not None and m in pre.index}
+        models = sorted(m for m, v in after.items() if np.isfinite(v) and np.isfinite(pre[m]))
+        if pre.empty:
+            continue
+        if len(models) < 3:
+            return None
+        before, fine_tuned = pre[models].to_numpy(dtype=float), np.array([after[m] for m in models])
+        return {"metric": metric, "n_models": len(models), "spearman": evaluate.spearman(before, fine_tuned),
+                "kendall_tau": evaluate.kendall_tau(before, fine_tuned)}
+    return None
 
 
 @flow(name="validate-ranking", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -187,4 +208,5 @@ def _validate(
     return {"job_id": job_id, "status": status, "accuracy": accuracy, "protocols": protocols,
             "fallbacks": {m: t.fallback for m, t in truth.items() if t.fallback},
             "correlations": table.to_dict("records"), "eval_split": splits[1],
+            "collapse_premise": collapse_premise(scores, truth),
             "failures": failures, "rank_job_id": params["rank_job"], "mlflow_run_id": run_id}

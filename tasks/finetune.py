@@ -31,6 +31,10 @@ class GroundTruth(BaseModel):
     seconds: float | None = None
     fallback: str | None = None
     curve: list[dict[str, float]] = []
+    # FaCe's terms of the fine-tuned backbone's test features (``full`` classification; None otherwise)
+    ft_nc1: float | None = None
+    ft_variance_collapse: float | None = None
+    ft_class_fairness: float | None = None
 
 
 @task(name="ground-truth", task_run_name="fine-tune {spec.name}", retries=1, retry_condition_fn=transient,
@@ -67,7 +71,8 @@ def ground_truth(
         progress.stage(f"{spec.name}: {used} {figure} {found['accuracy']:.3f} on {splits[1]!r} (cached)")
         return GroundTruth(model=spec.name, protocol=used, accuracy=found["accuracy"],
                            mean_class_accuracy=found["mean_class_accuracy"], budget_key=key, cached=True,
-                           seconds=found["seconds"], fallback=fallback)
+                           seconds=found["seconds"], fallback=fallback,
+                           **_collapse((found.get("budget") or {}).get("selected") or {}))
     logger = get_run_logger()
 
     def say(message: str) -> None:
@@ -93,4 +98,9 @@ def ground_truth(
     )
     return GroundTruth(model=spec.name, protocol=used, accuracy=result.accuracy,
                        mean_class_accuracy=result.mean_class_accuracy, budget_key=key, cached=False, seconds=seconds,
-                       fallback=fallback, curve=result.curve)
+                       fallback=fallback, curve=result.curve, **_collapse(result.selected))
+
+
+def _collapse(selected: dict[str, Any]) -> dict[str, float]:
+    """``ft_<term>`` of a result's ``fine_tuned_collapse`` (:func:`facezoo.finetune.full`), if it has one."""
+    return {f"ft_{k}": v for k, v in (selected.get("fine_tuned_collapse") or {}).items()}

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -112,14 +113,39 @@ def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, 
     stored = store.query("SELECT protocol, budget FROM finetune")
     assert len(stored) == 3 and set(stored.protocol) == {"full"}
     assert all(json.loads(b)["steps"] == 4 and "grid" in json.loads(b)["selected"] for b in stored.budget)
+    # FaCe's premise: pre-trained NC1 (the rank job's nc1 scores) against the fine-tuned test features' NC1
+    nc1_after = {json.loads(b)["selected"]["fine_tuned_collapse"]["nc1"] for b in stored.budget}
+    assert len(nc1_after) == 3 and all(np.isfinite(v) and v > 0 for v in nc1_after)
+    premise = checked["collapse_premise"]
+    assert premise["metric"] == "nc1" and premise["n_models"] == 3 and -1 <= premise["spearman"] <= 1
     again = validate(zoo, "digits-s300", budget=BUDGET, home=str(home.root))
     assert again["accuracy"] == checked["accuracy"]  # the cached ground truth
+    assert again["collapse_premise"] == premise  # read back from the stored result
     assert len(store.query("SELECT * FROM finetune")) == 3
     head = validate(zoo, "digits-s300", protocol="frozen_head", home=str(home.root))
-    assert set(head["protocols"].values()) == {"frozen_head"}
+    assert set(head["protocols"].values()) == {"frozen_head"} and head["collapse_premise"] is None
     assert set(store.query("SELECT protocol FROM correlations WHERE job_id = ?", [head["job_id"]]).protocol) == {
         "frozen_head"}
     assert len(store.query("SELECT * FROM finetune")) == 6  # one row per (model, protocol, budget)
+
+
+def test_collapse_premise_is_the_rank_correlation_of_nc1_before_and_after():
+    import pandas as pd
+
+    from flows.validate import collapse_premise
+    from tasks.finetune import GroundTruth
+
+    before, after = [0.5, 0.9, 0.2, 0.7, 0.4], [1.0, 3.0, 2.0, 4.0, np.nan]
+    scores = pd.DataFrame({"metric": "nc1", "model": list("abcde"), "score": before})
+    truth = {m: GroundTruth(model=m, protocol="full", accuracy=0.5, mean_class_accuracy=0.5, budget_key="k",
+                            cached=False, ft_nc1=v) for m, v in zip("abcde", after, strict=True)}
+    premise = collapse_premise(scores, truth)  # e is dropped: no fine-tuned NC1
+    # textbook Spearman on a, b, c, d: ranks (2, 4, 1, 3) vs (1, 3, 2, 4), d² = 1+1+1+1 = 4, 1 - 6·4/(4·15)
+    assert premise["n_models"] == 4 and premise["spearman"] == pytest.approx(1 - 6 * 4 / (4 * 15))
+    # Kendall τ: 6 pairs, (a,b)+ (a,c)- (a,d)+ (b,c)+ (b,d)- (c,d)+ → (4 - 2) / 6
+    assert premise["kendall_tau"] == pytest.approx(2 / 6)
+    assert collapse_premise(scores.assign(metric="logme"), truth) is None  # no collapse metric scored
+    assert collapse_premise(scores, dict(list(truth.items())[:2])) is None  # fewer than 3 models
 
 
 def test_mixed_protocols_are_never_correlated_silently():
