@@ -490,6 +490,7 @@ def run_task(task: Task, budget_name: str, args: argparse.Namespace, home: Path)
         "protocols": mine.groupby("model").protocol.first().to_dict(), "failures": failures,
         "incomplete": sorted(set(names) - set(seeds.index) - set(failures)),
         "features": dict(zip(features.model, features.path)),  # the latest extraction per model
+        "ft_nc1": mine[mine.stage == "test"].groupby("model").ft_nc1.mean().dropna().to_dict(),
         "cost": {
             "extract": results.query("SELECT coalesce(sum(extraction_seconds), 0) AS s FROM feature_sets "
                                      "WHERE dataset = ?", [ref.name]).s[0],
@@ -498,6 +499,26 @@ def run_task(task: Task, budget_name: str, args: argparse.Namespace, home: Path)
             "fine-tune": float(mine.seconds.sum()),
         },
     }
+
+
+def premise_section(runs: list[dict[str, Any]]) -> list[str]:
+    """FaCe's premise per task: the rank correlation, across models, of the pre-trained features' NC1 (the rank job's
+    ``nc1`` score) with the fine-tuned test features' NC1 (mean over seeds; ``full`` models only)."""
+    rows = []
+    for run in runs:
+        pre = run["scores"][run["scores"].metric == "nc1"].set_index("model")["score"]
+        models = sorted(m for m in run["ft_nc1"] if m in pre.index and np.isfinite(pre[m]))
+        if len(models) >= 3:
+            before, after = pre[models].to_numpy(dtype=float), np.array([run["ft_nc1"][m] for m in models])
+            rows.append(f"| {run['task'].name} | {half_of(run)} | {len(models)} | "
+                        f"{evaluate.spearman(before, after):+.2f} | {evaluate.kendall_tau(before, after):+.2f} |")
+    if not rows:
+        return []
+    return ["## FaCe's premise: neural collapse before and after fine-tuning", "",
+            "The paper motivates FaCe by a strong correlation between the NC1 of a model's pre-trained features on "
+            "the target and the NC1 of its fine-tuned features. Per task, across the fully fine-tuned models: NC1 "
+            "of the pre-trained train features against NC1 of the fine-tuned test features (mean over seeds).", "",
+            "| task | half | models | Spearman | Kendall τ-b |", "|---|---|---:|---:|---:|", *rows, ""]
 
 
 def ground_truth_label(protocols: dict[str, str]) -> str:
@@ -874,6 +895,7 @@ def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ablation: dict[str, A
             lines += ["## Weighted τ per metric and task", "",
                       "Scores as the rank jobs stored them: `face` with the options it had when the task was ranked. "
                       "Binary tasks give every model F = 1, so there `face` ranks by C alone.", "", *table_lines, ""]
+    lines += premise_section(classification)
     if ablation:
         lines += ablation_section(ablation, halves)
     if segmentation:

@@ -192,3 +192,22 @@ def test_heldout_evidence_pairs_the_chosen_configuration_with_c_alone_and_the_be
     assert lines[0] == "- Held out, chosen minus C alone: +0.400 [+0.400, +0.400] over 4 tasks (significant)."
     assert lines[1].startswith("- Held out, chosen minus the best baseline (gbc): -0.025 [")
     assert lines[1].endswith("over 4 tasks (not significant).")
+
+
+def test_rows_stored_before_the_fine_tuned_collapse_columns_still_read(tmp_path):
+    path = tmp_path / "old.csv"
+    old = pd.DataFrame([row("a", "test", 0, 0.5)], columns=rq.GT_COLUMNS).drop(columns=list(rq._OPTIONAL))
+    old.to_csv(path, index=False)
+    stored = rq.read_ground_truth(path)
+    assert stored.columns.tolist() == rq.GT_COLUMNS and stored.ft_nc1.isna().all()
+
+
+def test_premise_section_correlates_nc1_before_and_after_fine_tuning():
+    task = rq.Task("t", "benchmark-image", "builtin:digits", "dev", 10)
+    scores = pd.DataFrame({"metric": "nc1", "model": list("abcd"), "score": [0.5, 0.9, 0.2, 0.7]})
+    run = {"task": task, "scores": scores, "ft_nc1": {"a": 1.0, "b": 3.0, "c": 2.0, "d": 4.0},
+           "accuracy": {"a": 0.1, "b": 0.5, "c": 0.9, "d": 0.3}}
+    lines = rq.premise_section([run])
+    # Spearman 1 - 6·4/(4·15) = 0.6; Kendall (4 concordant - 2 discordant) / 6 = 0.33
+    assert "| t | dev | 4 | +0.60 | +0.33 |" in lines
+    assert rq.premise_section([{**run, "ft_nc1": {"a": 1.0, "b": 3.0}}]) == []  # fewer than 3 models: no row
