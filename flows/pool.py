@@ -11,8 +11,9 @@ What happens when something stops (tests/test_pool.py shows the first three):
 - a model's run fails, crashes or is cancelled: that model is recorded as failed, the others finish (job
   ``partial``, exit status 3);
 - a worker dies mid-run (machine lost, process killed): its run stops sending heartbeats (a flow-run label written
-  every ``FACEZOO_POOL_STALE_SECONDS / 4`` s); after ``FACEZOO_POOL_STALE_SECONDS`` (default 120) without one (three
-  times that before the first, while the process starts) the parent marks the run ``Crashed`` and the model failed;
+  every ``FACEZOO_POOL_STALE_SECONDS / 4`` s); after ``FACEZOO_POOL_STALE_SECONDS`` (default 120) without one
+  (``FACEZOO_POOL_START_SECONDS``, default 600, before the first, while the process starts) the parent marks the run
+  ``Crashed`` and the model failed;
 - the parent is interrupted (Ctrl-C, SIGTERM) or its ``timeout`` passes: it **cancels** every child run not yet
   finished (``Cancelled`` if no worker took it yet, ``Cancelling`` if one runs it: the worker stops the process);
 - the parent is killed outright (SIGKILL, OOM): nothing can cancel, so every child run carries a ``deadline`` (its
@@ -28,6 +29,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,15 +50,16 @@ _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 _HEARTBEAT_LABEL = "facezoo.heartbeat"
 
 
-def stale_seconds() -> float:
-    """``FACEZOO_POOL_STALE_SECONDS``: a child run without a heartbeat for this long has lost its worker."""
-    raw = os.environ.get("FACEZOO_POOL_STALE_SECONDS", "120")
+def stale_seconds(name: str = "FACEZOO_POOL_STALE_SECONDS", default: float = 120) -> float:
+    """``FACEZOO_POOL_STALE_SECONDS``: a child run without a heartbeat for this long has lost its worker;
+    ``FACEZOO_POOL_START_SECONDS``: the same for a run a worker took that has not sent its first heartbeat yet."""
+    raw = os.environ.get(name, str(default))
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise FaceZooError(f"FACEZOO_POOL_STALE_SECONDS must be a positive number of seconds, got {raw!r}")
+        raise FaceZooError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
 
 
@@ -176,13 +179,13 @@ def _artifact(client: Any, run_id: Any) -> dict[str, Any] | None:
     return data
 
 
-def _lost(run: Any, now: float, stale: float) -> bool:
+def _lost(run: Any, now: float, stale: float, start: float) -> bool:
     """A run a worker took whose process is gone: no heartbeat for ``stale`` s; before its first heartbeat, pending
-    or starting for ``3 * stale`` s (a process that imports torch and loads the flow on a busy machine)."""
+    or starting for ``start`` s (a process that imports torch and loads the flow: a minute on a busy machine)."""
     beat = (run.labels or {}).get(_HEARTBEAT_LABEL)
     if beat is not None:
         return now - float(beat) > stale
-    return now - run.state.timestamp.timestamp() > 3 * stale
+    return now - run.state.timestamp.timestamp() > start
 
 
 @contextlib.contextmanager
@@ -203,18 +206,20 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _cancel(client: Any, runs: dict[str, Any], why: str) -> None:
-    """Cancel the unfinished child runs: ``Cancelled`` before a worker took them, ``Cancelling`` (the worker stops
-    the process) after."""
+def _cancel(client: Any, batch: str, why: str) -> None:
+    """Cancel the unfinished child runs tagged ``batch`` (found by tag, so a run created just as the parent was
+    interrupted is among them): ``Cancelled`` before a worker took it, ``Cancelling`` (the worker stops the process)
+    after."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
     from prefect.states import Cancelled, Cancelling
 
-    for run in runs.values():
-        with contextlib.suppress(Exception):  # best effort: the deadline parameter catches what this misses
-            current = client.read_flow_run(run.id)
-            if current.state_type.value in _FINAL:
+    with contextlib.suppress(Exception):  # best effort: the deadline parameter catches what this misses
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[batch]))):
+            if run.state_type.value in _FINAL:
                 continue
-            state = Cancelled(message=why) if current.state_type.value == "SCHEDULED" else Cancelling(message=why)
-            client.set_flow_run_state(run.id, state, force=True)
+            state = Cancelled(message=why) if run.state_type.value == "SCHEDULED" else Cancelling(message=why)
+            with contextlib.suppress(Exception):
+                client.set_flow_run_state(run.id, state, force=True)
 
 
 def run_on_pool(
@@ -232,15 +237,16 @@ def run_on_pool(
     from prefect.states import Crashed
 
     outcome = PoolOutcome()
-    stale = stale_seconds()
+    stale, start = stale_seconds(), stale_seconds("FACEZOO_POOL_START_SECONDS", 600)
     deadline = time.time() + timeout
+    batch = f"facezoo-batch-{uuid.uuid4().hex[:16]}"  # this job's children, for cancelling them all
     with get_client(sync_client=True) as client, _sigterm_raises():
         name = _deployment(client, pool)
         runs: dict[str, Any] = {}
         try:
             for spec in specs:
                 runs[spec.name] = run_deployment(
-                    name, timeout=0, as_subflow=True, flow_run_name=f"extract {spec.name}",
+                    name, timeout=0, as_subflow=True, flow_run_name=f"extract {spec.name}", tags=[batch],
                     parameters={"spec": spec.model_dump(mode="json"), "dataset": dataset.model_dump(mode="json"),
                                 "split": split, "features": features, "extract_options": extract_options,
                                 "deadline": deadline})
@@ -252,8 +258,9 @@ def run_on_pool(
                     if kind in _FINAL:
                         del runs[model]
                         _settle(client, outcome, specs, model, current, on_ref)
-                    elif kind in ("PENDING", "RUNNING") and _lost(current, now, stale):
-                        why = f"its worker stopped: no heartbeat for {stale:g} s (FACEZOO_POOL_STALE_SECONDS)"
+                    elif kind in ("PENDING", "RUNNING") and _lost(current, now, stale, start):
+                        why = (f"its worker stopped: no heartbeat for {stale:g} s (FACEZOO_POOL_STALE_SECONDS; "
+                               f"{start:g} s before the first, FACEZOO_POOL_START_SECONDS)")
                         client.set_flow_run_state(run.id, Crashed(message=why), force=True)
                         del runs[model]
                         outcome.failures[model] = f"crashed: {why}"
@@ -264,7 +271,8 @@ def run_on_pool(
                 if runs:
                     time.sleep(poll_seconds)
         finally:
-            _cancel(client, runs, "the parent rank job stopped waiting")
+            if runs or len(outcome.refs) + len(outcome.failures) + len(outcome.skipped) < len(specs):
+                _cancel(client, batch, "the parent rank job stopped waiting")  # interrupted, maybe mid-submission
     return outcome
 
 

@@ -225,11 +225,16 @@ class FeatureStore:
         remote = ObjectStore(str(path)) if is_url(path) else None
         path = Path(path) if remote is None else str(path)
         stem = Path(path).stem if remote is None else path.rpartition("/")[2].removesuffix(".parquet")
-        try:
-            table = pq.read_table(path if remote is None else remote.open(path))
-            meta = json.loads(table.schema.metadata[_META_KEY])
-        except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
-            raise FaceZooError(f"{path}: unreadable feature file ({first_line(error)})") from None
+        for attempt in range(1 if remote is None else 3):
+            try:
+                # an object is read whole (its size, then its bytes): replaced in between, by a writer of the same
+                # key, the bytes fail to parse, and the next attempt reads the new version whole
+                table = pq.read_table(path if remote is None else pa.BufferReader(remote.read_bytes(path)))
+                meta = json.loads(table.schema.metadata[_META_KEY])
+                break
+            except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
+                if remote is None or attempt == 2:
+                    raise FaceZooError(f"{path}: unreadable feature file ({first_line(error)})") from None
         if meta.get("cache_key") != stem:
             raise FaceZooError(f"{path}: its metadata says cache key {meta.get('cache_key')!r}, not {stem!r}")
         stats_path = _stats_path(path)
@@ -271,11 +276,12 @@ def _stats_path(path: Path | str) -> Path | str:
 
 
 def _save_npz(out: str | Any, arrays: dict[str, np.ndarray]) -> None:
-    """Into a file name or a writable stream (np.savez would append ".npz" to a name, and needs seeking)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    """Into a file name or a writable stream (np.savez would append ".npz" to a name; an object store's stream
+    cannot seek, which the zip writer needs, so that goes through memory)."""
     if isinstance(out, str):
         with open(out, "wb") as f:
-            f.write(buffer.getbuffer())
-    else:
-        out.write(buffer.getbuffer())
+            np.savez(f, **arrays)
+        return
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    out.write(buffer.getbuffer())

@@ -90,11 +90,12 @@ class ObjectStore:
         return self.fs.get_file_info(self.key(url)).type == pafs.FileType.File
 
     def read_bytes(self, url: str) -> bytes:
+        """The whole object, in one request: one version of it, even while it is being replaced."""
         with self.fs.open_input_stream(self.key(url)) as stream:
             return stream.read()
 
     def open(self, url: str) -> pa.NativeFile:
-        """A random-access reader of ``url`` (what Parquet reads from)."""
+        """A random-access reader of ``url`` (ranged requests: for a footer, not for a whole read)."""
         return self.fs.open_input_file(self.key(url))
 
     def write_atomic(self, url: str, write: Callable[[pa.NativeFile], None]) -> None:

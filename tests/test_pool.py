@@ -37,7 +37,7 @@ models:
 MODELS = {"m-resnet", "m-effnet", "m-convnext"}
 TWO = "\n".join(line for line in ZOO.splitlines() if "m-convnext" not in line)  # one model per worker
 POOL = "test-gpu"
-STALE = "15"  # FACEZOO_POOL_STALE_SECONDS: a killed worker's run is declared crashed after this long
+STALE = "30"  # FACEZOO_POOL_STALE_SECONDS: a killed worker's run is declared crashed after this long
 BUCKET = "facezoo-pool"
 
 
@@ -56,6 +56,7 @@ class Pool:
         self.work, self.server = work, server
         self.local: subprocess.Popen | None = None
         self.env = {**os.environ, "PREFECT_API_URL": server.api_url, "FACEZOO_POOL_STALE_SECONDS": STALE,
+                    "FACEZOO_POOL_START_SECONDS": "600",
                     "PYTHONUNBUFFERED": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
         self.workers: dict[str, subprocess.Popen] = {}
 
@@ -232,6 +233,42 @@ def test_a_pool_needs_a_server_and_an_extract_features_deployment_on_it(pool):
             check_pool("cpu")
 
 
+def test_a_parent_that_times_out_or_gets_sigterm_cancels_its_child_runs(pool):
+    """On a pool no worker polls the runs stay scheduled: the parent's timeout, and SIGTERM while it waits, cancel
+    them (a run started after its deadline, the parent having been SIGKILLed, expires without extracting)."""
+    import signal
+
+    import numpy as np  # noqa: F401 - torch and numpy first, as in a CLI run
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from facezoo.errors import FaceZooError
+    from facezoo.models.zoo import ZooConfig
+    from flows.pool import deploy, extract_model, run_on_pool
+    from tasks.datasets import DatasetRef
+
+    specs = list(ZooConfig.from_yaml(pool.work / "two.yaml").models)
+    dataset = DatasetRef(name="digits", source="builtin:digits", options={})
+    with SyncPrefectClient(pool.server.api_url) as client:
+        client.create_work_pool(WorkPoolCreate(name="idle", type="process"))
+    with temporary_settings(updates={PREFECT_API_URL: pool.server.api_url}):
+        deploy("idle", name="extract-features-idle")
+        before = {run.id for run in _extract_runs(pool)}
+        timed_out = run_on_pool(specs, dataset, "train", str(pool.work / "unused"), {}, "idle", 1.0, print)
+        assert set(timed_out.failures) == {s.name for s in specs} and not timed_out.refs
+        assert all("not finished within the job's 1 s timeout" in f for f in timed_out.failures.values())
+        timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_on_pool(specs, dataset, "train", str(pool.work / "unused"), {}, "idle", 600.0, print)
+        timer.join()
+    runs = [run for run in _extract_runs(pool) if run.id not in before]
+    assert len(runs) == 4 and {run.state_type.value for run in runs} == {"CANCELLED"}
+    with pytest.raises(FaceZooError, match="expired"):
+        extract_model.fn(specs[0], dataset, "train", str(pool.work / "unused"), {}, deadline=time.time() - 1)
+
+
 def test_an_s3_store_publishes_whole_objects_and_refuses_credentials_in_its_url(s3):
     import numpy as np
 
@@ -258,8 +295,8 @@ def test_an_s3_store_publishes_whole_objects_and_refuses_credentials_in_its_url(
                 torn.append(repr(error))
                 continue
             if got is not None:
-                seen.append(next(i for i, v in enumerate(versions) if np.array_equal(v, got.features)))
-                assert got.stats_state is not None
+                match = [i for i, v in enumerate(versions) if np.array_equal(v, got.features)]
+                seen.extend(match) if match and got.stats_state is not None else torn.append("a mixed version")
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -319,11 +356,11 @@ def test_a_worker_killed_mid_run_fails_its_model_only_and_the_s3_store_never_sho
     try:
         deadline = time.monotonic() + 180
         victim = None
-        while victim is None:  # a run worker w2 took, once it runs: then w2 and everything it started die
+        while victim is None:  # a run w2 took, once it runs and beats: then w2 and everything it started die
             assert time.monotonic() < deadline and job.poll() is None, "w2 never ran a model"
             ids = pool.took_work("w2")
             victim = next((run for run in _extract_runs(pool) if run.id not in before and str(run.id) in ids
-                           and run.state_type.value == "RUNNING"), None)
+                           and run.state_type.value == "RUNNING" and "facezoo.heartbeat" in run.labels), None)
             time.sleep(0.3)
         for process in _tree(pool.workers["w2"].pid):
             with contextlib.suppress(psutil.Error):
