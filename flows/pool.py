@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,14 +157,14 @@ def _deployment(client: Any, pool: str) -> str:
     return f"{FLOW_NAME}/{found[0].name}"
 
 
+@dataclass
 class PoolOutcome:
     """What the children said: ``refs`` (features stored), ``failures`` ({model: message}), ``skipped``
     ({model: why}, optional models whose weights the worker lacks)."""
 
-    def __init__(self) -> None:
-        self.refs: dict[str, FeatureRef] = {}
-        self.failures: dict[str, str] = {}
-        self.skipped: dict[str, str] = {}
+    refs: dict[str, FeatureRef] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _artifact(client: Any, run_id: Any) -> dict[str, Any] | None:

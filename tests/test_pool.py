@@ -258,11 +258,17 @@ def test_a_parent_that_times_out_or_gets_sigterm_cancels_its_child_runs(pool):
         timed_out = run_on_pool(specs, dataset, "train", str(pool.work / "unused"), {}, "idle", 1.0, print)
         assert set(timed_out.failures) == {s.name for s in specs} and not timed_out.refs
         assert all("not finished within the job's 1 s timeout" in f for f in timed_out.failures.values())
-        timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
-        timer.start()
+
+        def terminate_once_submitted():  # SIGTERM while the parent waits on both children
+            while len([run for run in _extract_runs(pool) if run.id not in before]) < 4:
+                time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        sender = threading.Thread(target=terminate_once_submitted)
+        sender.start()
         with pytest.raises(KeyboardInterrupt):
             run_on_pool(specs, dataset, "train", str(pool.work / "unused"), {}, "idle", 600.0, print)
-        timer.join()
+        sender.join()
     runs = [run for run in _extract_runs(pool) if run.id not in before]
     assert len(runs) == 4 and {run.state_type.value for run in runs} == {"CANCELLED"}
     with pytest.raises(FaceZooError, match="expired"):
