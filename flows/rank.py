@@ -152,9 +152,9 @@ def rank_zoo(
     ``dask_gpu``: with a ``DaskTaskRunner`` whose workers declare ``resources={"GPU": n}``, each extraction asks
     for one GPU, so a worker runs at most n extractions at once.
 
-    ``pool``: extract on the workers of that Prefect work pool instead, one ``extract-features`` run per model
-    (:mod:`flows.pool`; needs ``PREFECT_API_URL`` and a feature store every worker sees, ``$FACEZOO_FEATURES``),
-    waiting at most ``pool_timeout`` seconds; scoring stays here.
+    ``pool`` (default: the zoo's ``pool:``): extract on the workers of that Prefect work pool instead, one
+    ``extract-features`` run per model (:mod:`flows.pool`; needs ``PREFECT_API_URL`` and a feature store every
+    worker sees, ``$FACEZOO_FEATURES``), waiting at most ``pool_timeout`` seconds; scoring stays here.
 
     Returns:
         ``{"job_id", "status", "dataset", "ranking" (records of metrics.rank_zoo), "failures" ({model: error}),
@@ -165,11 +165,12 @@ def rank_zoo(
     for name in metrics or ():
         metric_registry.info(name)  # unknown names fail before any work
     backends.check_name(backend)
+    zoo_config = resolve_zoo(zoo)
+    pool = pool or zoo_config.pool  # the caller's pool, else the zoo's (a scheduled re-evaluation follows the zoo)
     if pool is not None:
         from flows.pool import check_pool
 
         check_pool(pool)
-    zoo_config = resolve_zoo(zoo)
     ref = resolve_dataset(dataset, results, dataset_options, max_samples)
     data = datasets.load(ref)
     check_task(task, data)

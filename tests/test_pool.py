@@ -399,3 +399,22 @@ def test_a_worker_killed_mid_run_fails_its_model_only_and_the_s3_store_never_sho
     published = [v["Key"] for v in versions if re.search(r"/[0-9a-f]{32}\.parquet$", v["Key"])]
     written = sorted(re.search(r"model=([^/]+)/", k).group(1) for k in published)
     assert written in (sorted(survivors), ["m-effnet", "m-resnet"]), written  # once each (the victim: at most)
+
+
+def test_a_zoo_names_the_pool_its_models_are_extracted_on(tmp_path):
+    """`pool:` in a zoo config sends rank (and so a scheduled re-evaluation) to that pool unless --pool says another;
+    without a server that is the same one-line error as --pool gives, before any work."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from facezoo.errors import FaceZooError
+    from flows.rank import rank_zoo, resolve_zoo
+
+    path = tmp_path / "pooled.yaml"
+    path.write_text(ZOO.replace("name: tiny-pool", "name: pooled\npool: gpu-a", 1))
+    assert resolve_zoo(str(path)).pool == "gpu-a"
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(FaceZooError, match="PREFECT_API_URL"):
+        rank_zoo(str(path), "builtin:digits", home=str(tmp_path / "home"))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(ZOO.replace("name: tiny-pool", "name: empty\npool: ''", 1))
+    with pytest.raises(FaceZooError, match="pool"):
+        resolve_zoo(str(empty))

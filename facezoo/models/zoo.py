@@ -2,6 +2,7 @@
 
     name: demo-image
     description: optional free text
+    pool: gpu                 # optional: extract on this Prefect work pool (flows/pool.py), unless the caller names one
     models:
       - name: mobilenet_v2
         source: pypi:mobilenet_v2
@@ -83,6 +84,7 @@ class ZooConfig(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
+    pool: str | None = Field(default=None, min_length=1)
     models: list[ModelSpec] = Field(min_length=1)
 
     @field_validator("models")
