@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from facezoo.config import Home
-from flows.serve import PrefectServer, stop_processes
+from flows.serve import PrefectServer, _tree, stop_processes
 from storage.results import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,14 +39,6 @@ TWO = "\n".join(line for line in ZOO.splitlines() if "m-convnext" not in line)  
 POOL = "test-gpu"
 STALE = "30"  # FACEZOO_POOL_STALE_SECONDS: a killed worker's run is declared crashed after this long
 BUCKET = "facezoo-pool"
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 class Pool:
