@@ -118,8 +118,8 @@ def test_fine_tuning_learns_and_reports_mean_class_accuracy_exactly(monkeypatch,
     predictions = {}
     original = finetune._predict
 
-    def spy(net, inputs, index, batch_size, device):
-        out = original(net, inputs, index, batch_size, device)
+    def spy(net, inputs, index, batch_size, device, features=None):
+        out = original(net, inputs, index, batch_size, device, features)
         predictions["last"] = out[0]
         return out
 

@@ -660,7 +660,7 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("text, message", [
     ("name: z\nmodels:\n  - name: a\n    sourse: timm:resnet50\n",
      r"models\[0\]\.sourse: unknown field \(allowed: name, source, options, optional\)"),
-    ("name: z\nmodel: []\n", r"model: unknown field \(allowed: name, description, models\)"),
+    ("name: z\nmodel: []\n", r"model: unknown field \(allowed: name, description, pool, models\)"),
     ("name: z\nmodels:\n  - name: a\n    source: tim:resnet50\n", r"models\[0\]\.source: unknown model source kind"),
     ("name: z\nmodels:\n  - {name: a, source: 'timm:resnet50', options: {pretrianed: false}}\n",
      r"models\[0\]: source kind 'timm' has no option 'pretrianed'"),
