@@ -2,6 +2,9 @@
 the inference backends (ONNX Runtime and channels-last proven equal to eager, fallbacks, export cache, cache keys)."""
 
 import json
+import os
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -99,6 +102,38 @@ def test_texts_are_batched_longest_first_and_come_back_in_dataset_order():
     np.testing.assert_array_equal(out.features[:, 1], [ord(t[0]) if t else 0 for t in texts])
     np.testing.assert_array_equal(out.sample_ids, dataset.sample_ids)
     np.testing.assert_array_equal(out.labels, dataset.labels)
+
+
+class _Witness(MeanColour):
+    """Records where each image is decoded and how many decodes are in flight whenever the model runs."""
+
+    def __init__(self):
+        self.decoded, self.in_flight, self.busy_during_forward = [], 0, []
+        self.lock = threading.Lock()
+
+    def preprocess(self, image):
+        with self.lock:
+            self.in_flight += 1
+        time.sleep(0.02)  # long enough that a second thread takes the next image
+        with self.lock:
+            self.decoded.append((os.getpid(), threading.current_thread().name))
+            self.in_flight -= 1
+        return super().preprocess(image)
+
+    def forward(self, batch):
+        self.busy_during_forward.append(self.in_flight)
+        return super().forward(batch)
+
+
+def test_images_on_a_cpu_are_decoded_by_threads_in_turns_with_the_model():
+    dataset, colours = colour_dataset(12)
+    model = _Witness()
+    out = extract(model, dataset, batch_size=4, device="cpu", threads=2, progress=False)
+    np.testing.assert_allclose(out.features[:, :3], colours / 255, atol=1e-6)
+    assert {pid for pid, _ in model.decoded} == {os.getpid()}  # no worker process
+    threads = {name for _, name in model.decoded}
+    assert len(threads) == 2 and all(name.startswith("facezoo-decode") for name in threads)
+    assert model.busy_during_forward == [0, 0, 0]  # never overlapping a forward pass
 
 
 def test_thread_count_is_restored():
