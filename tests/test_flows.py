@@ -304,3 +304,47 @@ def test_the_nightly_schedule_is_a_cron_deployment(tmp_path):
     broken.write_text("cron: '0 2 * * *'\nzooo: demo-image\n")
     with pytest.raises(FaceZooError, match="zooo: Extra inputs are not permitted"):
         load_schedule(broken)
+
+
+def test_scoring_tasks_in_one_process_run_one_at_a_time(tmp_path, monkeypatch):
+    """Each model's metrics use every core through BLAS: concurrent scoring tasks would oversubscribe them."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tasks.score
+    from conftest import make_classes
+    from facezoo import metrics
+    from storage.features import FeatureStore
+    from tasks.extract import FeatureRef
+
+    store, refs = FeatureStore(tmp_path), []
+    for seed in range(3):
+        x, y = make_classes(seed=seed)
+        key = f"{seed:032x}"
+        store.put(f"m{seed}", "d", "train", key, features=x.astype(np.float32), labels=y,
+                  sample_ids=np.arange(len(y)).astype(str), logits=None, class_names=["a", "b", "c", "d"], metadata={})
+        refs.append(FeatureRef(model=f"m{seed}", source="test", digest="0", modality="image", dim=x.shape[1],
+                               num_logits=None, preprocessing={}, dataset="d", split="train", cache_key=key,
+                               backend="eager", path=str(store.path(f"m{seed}", "d", "train", key)), cache_hit=True,
+                               n=len(y), extraction_seconds=0.0))
+    running, most, lock = [0], [0], threading.Lock()
+    original = metrics.score_many_from_stats
+
+    def witness(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(metrics, "score_many_from_stats", witness)
+    with ThreadPoolExecutor(3) as pool:
+        scored = list(pool.map(lambda ref: tasks.score.score_features.fn(ref, ["nc1", "logme"], {}), refs))
+    assert most[0] == 1
+    for ref, result in zip(refs, scored, strict=True):
+        x, y = make_classes(seed=int(ref.model[1:]))
+        assert result.values["nc1"] == pytest.approx(metrics.score("nc1", x.astype(np.float32), y), rel=1e-6)
