@@ -38,28 +38,31 @@ _ONE_AT_A_TIME = threading.Lock()
 
 @task(name="score", task_run_name="score {ref.model}", cache_policy=NONE)
 def score_features(ref: FeatureRef, names: list[str], options: dict[str, dict[str, Any]]) -> ModelScores:
-    with _ONE_AT_A_TIME:
-        return _score(ref, names, options)
+    # the lock is taken in an importable function: Dask pickles this task's body by value, and a lock cannot be
+    # pickled
+    return _score(ref, names, options)
 
 
 def _score(ref: FeatureRef, names: list[str], options: dict[str, dict[str, Any]]) -> ModelScores:
-    stored = FeatureStore(ref.path).read(ref.path)
-    stats = stored.stats()
-    values: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        if metrics.info(name).needs_logits and stored.logits is None:
-            errors[name] = f"{ref.model} has no classifier head: {name} needs the source model's logits"
-            continue
-        start = time.perf_counter()
-        try:
-            values.update(metrics.score_many_from_stats(
-                stats, [name], logits=stored.logits if metrics.info(name).needs_logits else None,
-                options={name: options[name]} if name in options else None,
-            ))
-        except (FaceZooError, np.linalg.LinAlgError, ValueError, ArithmeticError) as error:  # overflow: one metric
-            errors[name] = f"{type(error).__name__}: {error}"
-        seconds[name] = time.perf_counter() - start
-    return ModelScores(model=ref.model, values=values, seconds=seconds, errors=errors, n=stats.n,
-                       n_classes=stats.n_classes)
+    with _ONE_AT_A_TIME:
+        stored = FeatureStore(ref.path).read(ref.path)
+        stats = stored.stats()
+        values: dict[str, float] = {}
+        seconds: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        for name in names:
+            if metrics.info(name).needs_logits and stored.logits is None:
+                errors[name] = f"{ref.model} has no classifier head: {name} needs the source model's logits"
+                continue
+            start = time.perf_counter()
+            try:
+                values.update(metrics.score_many_from_stats(
+                    stats, [name], logits=stored.logits if metrics.info(name).needs_logits else None,
+                    options={name: options[name]} if name in options else None,
+                ))
+            # ArithmeticError: an overflow is that one metric's error
+            except (FaceZooError, np.linalg.LinAlgError, ValueError, ArithmeticError) as error:
+                errors[name] = f"{type(error).__name__}: {error}"
+            seconds[name] = time.perf_counter() - start
+        return ModelScores(model=ref.model, values=values, seconds=seconds, errors=errors, n=stats.n,
+                           n_classes=stats.n_classes)
