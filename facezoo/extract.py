@@ -5,9 +5,8 @@ Runtime for models that export, proven equal to eager on the first batch). With 
 memory), ``DataLoader`` worker processes decode and preprocess samples while it computes. On a CPU, images are decoded
 by a pool of threads in this process between forward passes (texts tokenized in this thread), so the cores do one
 thing at a time: a worker process overlapping the model preempted one of the model's threads, and every parallel
-operator then waited for it. Features
-come back as float32 NumPy in dataset order, with the labels, the sample ids and, when the model has a classifier
-head, its logits.
+operator then waited for it. Features come back as float32 NumPy in dataset order, with the labels, the sample ids
+and, when the model has a classifier head, its logits.
 
 Segmentation: the model's last feature map is sampled at class-balanced pixel positions of each mask
 (``pixels_per_image``, ignore label skipped), by bilinear interpolation at those positions of the map resized to the
