@@ -505,14 +505,15 @@ def run_task(task: Task, budget_name: str, args: argparse.Namespace, home: Path)
 def premise_section(runs: list[dict[str, Any]]) -> list[str]:
     """FaCe's premise per task: the rank correlation, across models, of the pre-trained features' NC1 (the rank job's
     ``nc1`` score) with the fine-tuned test features' NC1 (mean over seeds; ``full`` models only)."""
+    from flows.validate import rank_agreement
+
     rows = []
     for run in runs:
-        pre = run["scores"][run["scores"].metric == "nc1"].set_index("model")["score"]
-        models = sorted(m for m in run["ft_nc1"] if m in pre.index and np.isfinite(pre[m]))
-        if len(models) >= 3:
-            before, after = pre[models].to_numpy(dtype=float), np.array([run["ft_nc1"][m] for m in models])
-            rows.append(f"| {run['task'].name} | {half_of(run)} | {len(models)} | "
-                        f"{evaluate.spearman(before, after):+.2f} | {evaluate.kendall_tau(before, after):+.2f} |")
+        agreement = rank_agreement(run["scores"][run["scores"].metric == "nc1"].set_index("model")["score"],
+                                   run["ft_nc1"])
+        if agreement is not None:
+            rows.append(f"| {run['task'].name} | {half_of(run)} | {agreement['n_models']} | "
+                        f"{agreement['spearman']:+.2f} | {agreement['kendall_tau']:+.2f} |")
     if not rows:
         return []
     return ["## FaCe's premise: neural collapse before and after fine-tuning", "",

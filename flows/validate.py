@@ -35,7 +35,8 @@ from tasks import datasets
 from tasks._prefect import ThreadPoolTaskRunner, flow
 from tasks.finetune import GroundTruth, ground_truth
 
-__all__ = ["validate", "choose_models", "collapse_premise", "correlations", "protocol_correlations"]
+__all__ = ["validate", "choose_models", "collapse_premise", "correlations", "protocol_correlations",
+           "rank_agreement"]
 
 
 def choose_models(ranked: list[str], top_k: int | None, controls: int) -> list[str]:
@@ -86,16 +87,22 @@ def collapse_premise(scores: pd.DataFrame, truth: dict[str, GroundTruth]) -> dic
     fewer than 3 models that have both (or neither metric was scored)."""
     for metric, term in (("nc1", "ft_nc1"), ("face_variance", "ft_variance_collapse")):
         pre = scores[scores.metric == metric].set_index("model")["score"]
-        after = {m: getattr(t, term) for m, t in truth.items() if getattr(t, term) is not None and m in pre.index}
-        models = sorted(m for m, v in after.items() if np.isfinite(v) and np.isfinite(pre[m]))
         if pre.empty:
             continue
-        if len(models) < 3:
-            return None
-        before, fine_tuned = pre[models].to_numpy(dtype=float), np.array([after[m] for m in models])
-        return {"metric": metric, "n_models": len(models), "spearman": evaluate.spearman(before, fine_tuned),
-                "kendall_tau": evaluate.kendall_tau(before, fine_tuned)}
+        agreement = rank_agreement(pre, {m: getattr(t, term) for m, t in truth.items()})
+        return None if agreement is None else {"metric": metric, **agreement}
     return None
+
+
+def rank_agreement(before: pd.Series, after: dict[str, float | None]) -> dict[str, Any] | None:
+    """``n_models``, Spearman ρ and Kendall τ-b between ``before`` (indexed by model) and ``after`` over the models
+    finite in both; None with fewer than 3."""
+    models = sorted(m for m, v in after.items()
+                    if v is not None and np.isfinite(v) and m in before.index and np.isfinite(before[m]))
+    if len(models) < 3:
+        return None
+    x, y = before[models].to_numpy(dtype=float), np.array([after[m] for m in models], dtype=float)
+    return {"n_models": len(models), "spearman": evaluate.spearman(x, y), "kendall_tau": evaluate.kendall_tau(x, y)}
 
 
 @flow(name="validate-ranking", task_runner=ThreadPoolTaskRunner(max_workers=2))
