@@ -74,10 +74,11 @@ def _print_ranking(summary: dict[str, Any]) -> None:
         typer.echo("no model could be scored")
     else:
         ranks = table.pivot(index="model", columns="metric", values="rank")
-        first = [m for m in ("face", "face_variance", "face_fairness") if m in ranks.columns]
+        lead = summary.get("recommendation", {}).get("metric", "face")
+        first = list(dict.fromkeys(m for m in (lead, "face", "face_variance", "face_fairness") if m in ranks.columns))
         ranks = ranks[first + [c for c in ranks.columns if c not in first]]
-        if "face" in ranks.columns:
-            ranks = ranks.sort_values("face")
+        if first:
+            ranks = ranks.sort_values(first[0])
         # a shared rank reads "1=": equal scores (SFDA's 0.0 for every saturated model) must not pass for an order
         cells = ["–" if pd.isna(r) else f"{r:.0f}{'=' if t > 1 else ''}" for r, t in zip(table["rank"], table["tied"])]
         shown = table.assign(cell=cells).pivot(index="model", columns="metric", values="cell")
@@ -92,7 +93,14 @@ def _print_ranking(summary: dict[str, Any]) -> None:
         typer.echo(f"skipped {model} (optional): {why}")
     if summary.get("cache_hits"):
         typer.echo(f"\ncache hits (no extraction): {', '.join(summary['cache_hits'])}")
+    _print_recommendation(summary)
     typer.echo(f"status: {summary['status']}")
+
+
+def _print_recommendation(summary: dict[str, Any]) -> None:
+    advice = summary.get("recommendation")
+    if advice:
+        typer.echo(f"\nrecommended metric: {advice['metric']}. Evidence: {advice['statement']}")
 
 
 def _exit_for(summary: dict[str, Any]) -> None:
@@ -209,7 +217,8 @@ def validate_command(
     dataset: str = typer.Option(..., "--dataset"),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Fine-tune the top k (by --by) plus --controls."),
     controls: int = typer.Option(2, "--controls"),
-    by: str = typer.Option("face", "--by"),
+    by: str = typer.Option("recommended", "--by", help="Metric choosing the top k (default: the one the held-out "
+                                                      "evidence recommends for the task)."),
     protocol: str = typer.Option("auto", "--protocol",
                                  help="full (fine-tune end to end), frozen_head, or auto (full where possible)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Budget of full: optimiser steps per run."),
@@ -267,6 +276,10 @@ def _print_validation(summary: dict[str, Any]) -> None:
                    f"Kendall tau {premise['kendall_tau']:+.3f}")
     for model, error in summary["failures"].items():
         typer.echo(f"FAILED {model}: {error}", err=True)
+    advice = summary.get("recommendation")
+    if advice and summary.get("by") not in (None, advice["metric"]):
+        typer.echo(f"\nthe models were chosen by {summary['by']} (--by)")
+    _print_recommendation(summary)
     typer.echo(f"status: {summary['status']}")
 
 

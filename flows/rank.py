@@ -6,7 +6,8 @@
    extractions at once), then score them with every requested metric from the stored statistics;
 3. rank the zoo (zoo-normalised metrics need every model), write scores, models, feature sets and failures to
    DuckDB, log the job to MLflow (parent run, one child run per model, ranking table and FaCe chart);
-4. return a summary; the CLI prints the ranking table.
+4. return a summary with the metric the held-out evidence recommends for the task (:mod:`facezoo.evidence`); the
+   CLI prints the ranking table ordered by it.
 
 A model that fails (missing weights, out of memory, bad output) is recorded with its error and stage and the others
 finish: the job is then ``partial``. Transient I/O errors retry.
@@ -28,6 +29,7 @@ from facezoo import metrics as metric_registry
 from facezoo import progress
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
+from facezoo.evidence import recommendation
 from facezoo.models import ModelUnavailableError
 from facezoo.models.zoo import ModelSpec, ZooConfig
 from storage.results import ResultsStore
@@ -200,7 +202,8 @@ def rank_zoo(
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise
-    return {**summary, "skipped": skipped}
+    advice = recommendation(data.task, set(names))
+    return {**summary, "skipped": skipped, "recommendation": advice.to_dict()}
 
 
 def _run_models(

@@ -1,7 +1,8 @@
 """``validate``: fine-tune (a subset of) the zoo and measure how well every metric's ranking predicted the result.
 
 1. the scores: the latest rank job of this zoo on this dataset in the results store, or a fresh ``rank_zoo`` run;
-2. which models: all, or the ``top_k`` by ``by`` (FaCe) plus ``controls`` lower-ranked ones spread over the rest (a
+2. which models: all, or the ``top_k`` by ``by`` (default: the metric the held-out evidence recommends for the
+   task, :mod:`facezoo.evidence`) plus ``controls`` lower-ranked ones spread over the rest (a
    ranking is only tested by models it ranks low);
 3. ground truth per model as Prefect tasks (one at a time on a CPU, where one fine-tuning already uses every core),
    cached in the results store by (model, dataset fingerprint, protocol, budget): a model already fine-tuned under
@@ -27,6 +28,7 @@ from facezoo import evaluate, finetune, progress
 from facezoo import metrics as metric_registry
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
+from facezoo.evidence import recommendation
 from facezoo.extract import pick_device
 from flows.rank import check_task, one_line, rank_zoo, resolve_dataset, resolve_zoo, start_job
 from storage.results import ResultsStore
@@ -111,7 +113,7 @@ def validate(
     dataset: str,
     top_k: int | None = None,
     controls: int = 2,
-    by: str = "face",
+    by: str = "recommended",
     protocol: str = "auto",
     budget: dict[str, Any] | None = None,
     metrics: list[str] | None = None,
@@ -124,7 +126,7 @@ def validate(
     home: str | None = None,
 ) -> dict[str, Any]:
     """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "protocols",
-    "correlations", "failures", "eval_split", "rank_job_id", "mlflow_run_id"}``. ``protocol``: ``auto``, ``full`` or
+    "correlations", "failures", "eval_split", "rank_job_id", "mlflow_run_id", "by", "recommendation"}``. ``protocol``: ``auto``, ``full`` or
     ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for ``full``. On a segmentation
     dataset the ground truth is the held-out mIoU of ``full`` fine-tuning with an FCN head (stored as ``accuracy``).
 
@@ -153,18 +155,24 @@ def validate(
     scores = results.scores(rank_job)
     if scores.empty:
         raise FaceZooError(f"rank job {rank_job} of {ref.name!r} has no scores to validate")
-    ranked = (scores[scores.metric == by].sort_values("rank")["model"].tolist() if by in set(scores.metric)
-              else sorted(set(scores.model)))
+    advice = recommendation(data.task, set(scores.metric))
+    if by == "recommended":
+        by = advice.metric
+    elif by not in set(scores.metric):
+        raise FaceZooError(f"--by {by!r}: rank job {rank_job} has no such metric; it has "
+                           f"{', '.join(sorted(set(scores.metric)))}")
+    ranked = scores[scores.metric == by].sort_values("rank")["model"].tolist()
     chosen = set(choose_models(ranked, top_k, controls))
     specs = [spec for spec in zoo_config.models if spec.name in chosen]
     params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
               "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, held_out],
-              "budget": budget or {}}
+              "budget": budget or {}, "recommendation": advice.statement}
     job_id = start_job(where, results, "validate", zoo_config.name, ref.name, params)
     try:
-        return _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, held_out),
-                         {"device": device, "batch_size": batch_size, "progress": True,
-                          "export_dir": str(where.onnx)}, budget or {})
+        summary = _validate(results, where, job_id, ref, params, specs, scores, protocol, (train_split, held_out),
+                            {"device": device, "batch_size": batch_size, "progress": True,
+                             "export_dir": str(where.onnx)}, budget or {})
+        return {**summary, "by": by, "recommendation": advice.to_dict()}
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise

@@ -133,10 +133,12 @@ def test_validate_scores_an_imagenet_style_folder_on_val(prefect_harness, quiet_
     folder = _split_folder(tmp_path / "my-images")
     out = _cli(home.root, "onboard", str(folder), "--name", "my-images", "--zoo", zoo)
     assert out.exit_code == 0, out.output
+    assert re.search(r"^recommended metric: \w+\. Evidence: ", out.stdout, re.M)  # the ranking says which to trust
 
     out = _cli(home.root, "validate", "--zoo", zoo, "--dataset", "my-images", *BUDGET)
     assert out.exit_code == 0, out.output
     assert "Fine-tuned accuracy on the 'val' split" in out.stdout
+    assert re.search(r"^recommended metric: \w+\. Evidence: ", out.stdout, re.M)
     assert "scoring on 'val' (the first held-out split of test, val" in out.stderr
     assert re.search(r"fine-tuning test_resnet \(lr 0\.01, wd 0; all of train\): 2 step in", out.stderr)
     store = ResultsStore(home.results_db)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from facezoo.config import Home
 from facezoo.errors import FaceZooError
+from facezoo.evidence import recommendation
 from storage.results import ResultsStore
 
 METRICS = ["face", "nc1", "logme", "hscore", "knn", "leep"]
@@ -53,6 +54,7 @@ def test_rank_zoo_stores_ranks_and_logs_every_model(first_run, home):
     assert first_run["status"] == "partial"
     assert set(first_run["failures"]) == {"broken"} and "does not exist" in first_run["failures"]["broken"]
     assert first_run["cache_hits"] == []
+    assert first_run["recommendation"] == recommendation("image", set(METRICS)).to_dict()  # an image dataset
     store = ResultsStore(home.results_db)
     scores = store.query("SELECT model, metric, score, rank FROM scores WHERE job_id = ?", [first_run["job_id"]])
     assert set(scores.model) == {"test_resnet", "test_vit", "test_efficientnet"}
@@ -98,7 +100,7 @@ def test_a_second_run_reads_every_feature_from_the_cache(first_run, zoo, home):
 BUDGET = {"steps": 4, "batch_size": 16, "resolution": 32, "lr_grid": [0.01], "weight_decay_grid": [0.0]}
 
 
-def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, zoo, home):
+def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, zoo, home, monkeypatch):
     from flows.validate import validate
 
     checked = validate(zoo, "digits-s300", budget=BUDGET, home=str(home.root))
@@ -127,6 +129,17 @@ def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, 
     assert set(store.query("SELECT protocol FROM correlations WHERE job_id = ?", [head["job_id"]]).protocol) == {
         "frozen_head"}
     assert len(store.query("SELECT * FROM finetune")) == 6  # one row per (model, protocol, budget)
+    # by default the top k follow the metric the held-out evidence recommends for the task: here a file naming knn
+    evidence = home.root / "evidence.json"
+    evidence.write_text(json.dumps({"budget": "cpu", "groups": {"image": {"tasks": ["a", "b", "c"], "metrics": [
+        {"metric": "knn", "weighted_tau": [0.5, 0.2, 0.8], "vs_best": None}]}}}))
+    monkeypatch.setattr("facezoo.evidence.EVIDENCE", evidence)
+    picked = validate(zoo, "digits-s300", top_k=1, controls=1, budget=BUDGET, home=str(home.root))
+    knn_first = next(r["model"] for r in first_run["ranking"] if r["metric"] == "knn" and r["rank"] == 1)
+    assert picked["by"] == "knn" and picked["recommendation"]["metric"] == "knn"
+    assert knn_first in picked["accuracy"] and len(picked["accuracy"]) == 2
+    with pytest.raises(FaceZooError, match="--by 'nope': rank job .* has no such metric"):
+        validate(zoo, "digits-s300", by="nope", home=str(home.root))
 
 
 def test_collapse_premise_is_the_rank_correlation_of_nc1_before_and_after():

@@ -1,6 +1,7 @@
 """The ranking-quality benchmark's machinery (``benchmarks/ranking_quality.py``): the task split, the ground truth
 kept as data, and the sentences of its report. Offline and fast: no model is trained here."""
 
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -211,3 +212,25 @@ def test_premise_section_correlates_nc1_before_and_after_fine_tuning():
     # Spearman 1 - 6·4/(4·15) = 0.6; Kendall (4 concordant - 2 discordant) / 6 = 0.33
     assert "| t | dev | 4 | +0.60 | +0.33 |" in lines
     assert rq.premise_section([{**run, "ft_nc1": {"a": 1.0, "b": 3.0}}]) == []  # fewer than 3 models: no row
+
+
+def test_evidence_is_written_from_the_held_out_half_and_read_by_the_product(tmp_path):
+    from facezoo.evidence import recommendation
+
+    rows = []
+    for i in range(6):
+        half, modality = ("dev", "image") if i == 5 else ("heldout", "image" if i < 3 else "text")
+        for metric, edge in (("face", 0.0), ("logme", 0.3 if half == "heldout" else -2.0)):
+            rows.append({"task": f"t{i}", "metric": metric, "weighted_tau": 0.1 * i + edge, "kendall_tau": 0.0,
+                         "top1_regret": 0.1, "half": half, "modality": modality, "classes": 10})
+    ceilings = {f"t{i}": {"weighted_tau": 0.9} for i in range(6)}
+    written = rq.evidence(pd.DataFrame(rows), ceilings, "cpu")
+    assert set(written["groups"]) == {"all", "image", "text"}  # t5 is dev: in no group
+    assert written["groups"]["all"]["tasks"] == ["t0", "t1", "t2", "t3", "t4"]
+    best = written["groups"]["all"]["metrics"][0]
+    assert best["metric"] == "logme" and best["weighted_tau"][0] == pytest.approx(0.5)
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(written, default=float))
+    advice = recommendation("image", {"face", "logme"}, path=path)
+    assert advice.metric == "logme" and "over 3 held-out image tasks (budget cpu, noise ceiling +0.90)" in (
+        advice.statement) and advice.statement.endswith("significantly (paired 95 % intervals exclude 0)")
