@@ -777,27 +777,28 @@ def findings(name: str, n: int, summary: pd.DataFrame, ceiling: float, reference
     return lines
 
 
-def budget_comparison(runs: list[dict[str, Any]], other: str, args: argparse.Namespace) -> list[str]:
+def budget_comparison(tasks: list[str], budget: str, other: str, directory: Path) -> list[str]:
     """What the cheaper (or dearer) budget ``other`` changes: per task, the τ between the two ground truths (mean over
-    seeds, on the models both have) next to each one's noise ceiling, and the seconds each spent."""
-    table = read_ground_truth(args.ground_truth_dir / f"{other}.csv")
-    lines = [f"## `{args.budget}` against `{other}`", "",
+    seeds, on the models both have complete) next to each one's noise ceiling, and the fine-tuning seconds each spent
+    on those models. Reads the two ground-truth files only, so it needs no ranking (``--ground-truth-only``)."""
+    tables = {name: read_ground_truth(directory / f"{name}.csv") for name in (budget, other)}
+    lines = [f"## `{budget}` against `{other}`", "",
              f"| task | models | τ between the two ground truths (weighted / Kendall) | "
-             f"noise ceiling `{args.budget}` | noise ceiling `{other}` | fine-tune s `{args.budget}` / `{other}` |",
+             f"noise ceiling `{budget}` | noise ceiling `{other}` | fine-tune s `{budget}` / `{other}` |",
              "|---|---|---|---|---|---|"]
-    for run in runs:
-        theirs = complete(table, run["task"].name, BUDGETS[other]["seeds"])
-        common = sorted(set(theirs.index) & set(run["seeds"].index))
+    for task in tasks:
+        seeds = {name: complete(table, task, BUDGETS[name]["seeds"]) for name, table in tables.items()}
+        common = sorted(set(seeds[budget].index) & set(seeds[other].index))
         if len(common) < 3:
-            lines.append(f"| {run['task'].name} | {len(common)} | fewer than 3 models in both | | | |")
+            lines.append(f"| {task} | {len(common)} | fewer than 3 models in both | | | |")
             continue
-        mine, other_acc = run["seeds"].loc[common].mean(axis=1), theirs.loc[common].mean(axis=1)
-        ceiling_other = evaluate.noise_ceiling(theirs.loc[common].to_numpy())
-        spent = table[(table.task == run["task"].name) & table.model.isin(common)].seconds.sum()
-        lines.append(f"| {run['task'].name} | {len(common)} | {evaluate.weighted_tau(mine, other_acc):+.2f} / "
-                     f"{evaluate.kendall_tau(mine, other_acc):+.2f} | "
-                     f"{evaluate.noise_ceiling(run['seeds'].loc[common].to_numpy()):+.2f} | {ceiling_other:+.2f} | "
-                     f"{run['cost']['fine-tune']:.0f} / {spent:.0f} |")
+        mine, theirs = (seeds[name].loc[common] for name in (budget, other))
+        spent = [tables[name][(tables[name].task == task) & tables[name].model.isin(common)].seconds.sum()
+                 for name in (budget, other)]
+        lines.append(f"| {task} | {len(common)} | {evaluate.weighted_tau(mine.mean(axis=1), theirs.mean(axis=1)):+.2f}"
+                     f" / {evaluate.kendall_tau(mine.mean(axis=1), theirs.mean(axis=1)):+.2f} | "
+                     f"{evaluate.noise_ceiling(mine.to_numpy()):+.2f} | {evaluate.noise_ceiling(theirs.to_numpy()):+.2f}"
+                     f" | {spent[0]:.0f} / {spent[1]:.0f} |")
     return lines + [""]
 
 
@@ -931,7 +932,8 @@ def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ablation: dict[str, A
                                   halves, ("segmentation",)) if not taus.empty else ([], None)
         lines += ["## Segmentation: weighted τ against fine-tuned mIoU", "", *seg_lines, ""]
     if args.compare_with:
-        lines += budget_comparison(classification, args.compare_with, args)
+        lines += budget_comparison([r["task"].name for r in classification], args.budget, args.compare_with,
+                                   args.ground_truth_dir)
     return "\n".join(lines)
 
 
@@ -1003,6 +1005,9 @@ def main() -> None:
             runs.append(run)
             print(f"   {ground_truth_label(run['protocols'])}: " + ", ".join(
                 f"{m} {a:.3f}" for m, a in sorted(run["accuracy"].items(), key=lambda kv: -kv[1])), flush=True)
+    if args.ground_truth_only and args.compare_with:  # the budget comparison needs the ground truth alone
+        print("\n".join(budget_comparison([t for t in names if t in {t.name for t in TASKS if t.half in HALVES}],
+                                           args.budget, args.compare_with, args.ground_truth_dir)))
     if args.ground_truth_only or not runs:
         return
     taus = pd.concat([metric_taus(r) for r in runs], ignore_index=True)

@@ -141,11 +141,12 @@ def test_budget_comparison_reads_the_other_budgets_file(tmp_path):
     other = [row(m, "test", s, 0.5 + 0.1 * i + 0.01 * s, seconds=10.0) for i, m in enumerate(models) for s in (0, 1, 2)]
     other = [{**r, "budget": "cpu-lite", "budget_hash": "x"} for r in other]
     rq.append_ground_truth(tmp_path / "cpu-lite.csv", other)
-    reversed_order = pd.DataFrame({s: [0.9 - 0.1 * i + 0.01 * s for i in range(4)] for s in (0, 1, 2)}, index=models)
-    run = {"task": rq.TASKS[0], "seeds": reversed_order, "cost": {"fine-tune": 60.0}}
-    args = SimpleNamespace(ground_truth_dir=tmp_path, budget="cpu")
-    lines = rq.budget_comparison([run], "cpu-lite", args)
-    assert lines[4] == "| digits | 4 | -1.00 / -1.00 | +1.00 | +1.00 | 60 / 120 |"
+    reversed_order = [row(m, "test", s, 0.9 - 0.1 * i + 0.01 * s, seconds=5.0) for i, m in enumerate(models)
+                      for s in (0, 1, 2)]
+    rq.append_ground_truth(tmp_path / "cpu.csv", reversed_order + [row("e", "test", 0, 0.99, seconds=50.0)])
+    lines = rq.budget_comparison(["digits", "mnist"], "cpu", "cpu-lite", tmp_path)
+    assert lines[4] == "| digits | 4 | -1.00 / -1.00 | +1.00 | +1.00 | 60 / 120 |"  # e: one seed, not compared
+    assert lines[5] == "| mnist | 0 | fewer than 3 models in both | | | |"
 
 
 def test_ground_truth_selects_once_then_runs_only_the_missing_seeds_at_the_chosen_rate(tmp_path, monkeypatch):
