@@ -181,8 +181,10 @@ def rank_zoo(
     segmentation = data.task == "segmentation"
     names = list(metrics or (SEGMENTATION_METRICS if segmentation else DEFAULT_METRICS))
     metric_options = {**(SEGMENTATION_OPTIONS if segmentation else {}), **(metric_options or {})}
+    advice = recommendation(data.task, set(names))  # logged with the job, so the MLflow run says which to trust
     params = {"zoo": zoo_config.name, "dataset": ref.name, "split": split, "metrics": names, "device": device,
-              "backend": backend, "batch_size": batch_size, "metric_options": metric_options}
+              "backend": backend, "batch_size": batch_size, "metric_options": metric_options,
+              "recommended_metric": advice.metric, "recommendation": advice.statement}
     job_id = start_job(where, results, "rank", zoo_config.name, ref.name, params)
     try:
         specs = list(zoo_config.models)
@@ -202,7 +204,6 @@ def rank_zoo(
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise
-    advice = recommendation(data.task, set(names))
     return {**summary, "skipped": skipped, "recommendation": advice.to_dict()}
 
 

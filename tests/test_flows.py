@@ -72,6 +72,8 @@ def test_rank_zoo_stores_ranks_and_logs_every_model(first_run, home):
     client = MlflowClient(home.tracking_uri)
     parent = client.get_run(job["mlflow_run_id"])
     assert parent.data.params["dataset"] == "digits-s300"
+    assert parent.data.params["recommended_metric"] == first_run["recommendation"]["metric"]  # seen in the UI
+    assert parent.data.params["recommendation"] == first_run["recommendation"]["statement"]
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_name = {run.data.tags["facezoo.model"]: run for run in children}
