@@ -126,9 +126,10 @@ def validate(
     home: str | None = None,
 ) -> dict[str, Any]:
     """Validate the zoo's ranking on ``dataset``; returns ``{"job_id", "status", "accuracy", "protocols",
-    "correlations", "failures", "eval_split", "rank_job_id", "mlflow_run_id", "by", "recommendation"}``. ``protocol``: ``auto``, ``full`` or
-    ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for ``full``. On a segmentation
-    dataset the ground truth is the held-out mIoU of ``full`` fine-tuning with an FCN head (stored as ``accuracy``).
+    "correlations", "failures", "eval_split", "rank_job_id", "mlflow_run_id", "by", "recommendation"}``.
+    ``protocol``: ``auto``, ``full`` or ``frozen_head``; ``budget``: fields of :class:`facezoo.finetune.Budget` for
+    ``full``. On a segmentation dataset the ground truth is the held-out mIoU of ``full`` fine-tuning with an FCN
+    head (stored as ``accuracy``).
 
     Models train on ``train_split`` and are scored on ``eval_split``: by default the first held-out split the
     dataset has (:data:`tasks.datasets.HELD_OUT_SPLITS`: ``test``, else ``val``, ...), so that an ImageNet-style
@@ -161,7 +162,8 @@ def validate(
     elif by not in set(scores.metric):
         raise FaceZooError(f"--by {by!r}: rank job {rank_job} has no such metric; it has "
                            f"{', '.join(sorted(set(scores.metric)))}")
-    ranked = scores[scores.metric == by].sort_values("rank")["model"].tolist()
+    ranked = scores[scores.metric == by].dropna(subset=["rank"]).sort_values("rank")["model"].tolist()
+    ranked += sorted(set(scores.model) - set(ranked))  # models the metric could not score (no logits) come last
     chosen = set(choose_models(ranked, top_k, controls))
     specs = [spec for spec in zoo_config.models if spec.name in chosen]
     params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
