@@ -41,6 +41,13 @@ __all__ = ["validate", "choose_models", "collapse_premise", "correlations", "pro
            "rank_agreement"]
 
 
+def ranked_by(scores: pd.DataFrame, metric: str) -> list[str]:
+    """Every scored model, best first by ``metric``; the models it could not score (a source-logit metric on a model
+    without logits) come last, so that they are still fine-tuned, not dropped."""
+    ranked = scores[scores.metric == metric].dropna(subset=["rank"]).sort_values("rank")["model"].tolist()
+    return ranked + sorted(set(scores.model) - set(ranked))
+
+
 def choose_models(ranked: list[str], top_k: int | None, controls: int) -> list[str]:
     """``ranked`` best first: all of them, or the first ``top_k`` and ``controls`` evenly spaced below them."""
     if top_k is None or top_k >= len(ranked):
@@ -162,9 +169,7 @@ def validate(
     elif by not in set(scores.metric):
         raise FaceZooError(f"--by {by!r}: rank job {rank_job} has no such metric; it has "
                            f"{', '.join(sorted(set(scores.metric)))}")
-    ranked = scores[scores.metric == by].dropna(subset=["rank"]).sort_values("rank")["model"].tolist()
-    ranked += sorted(set(scores.model) - set(ranked))  # models the metric could not score (no logits) come last
-    chosen = set(choose_models(ranked, top_k, controls))
+    chosen = set(choose_models(ranked_by(scores, by), top_k, controls))
     specs = [spec for spec in zoo_config.models if spec.name in chosen]
     params = {"zoo": zoo_config.name, "dataset": ref.name, "protocol": protocol, "top_k": top_k,
               "controls": controls, "by": by, "rank_job": rank_job, "splits": [train_split, held_out],

@@ -144,6 +144,17 @@ def test_validate_fine_tunes_and_correlates_then_reuses_ground_truth(first_run, 
         validate(zoo, "digits-s300", by="nope", home=str(home.root))
 
 
+def test_models_a_metric_could_not_score_are_validated_last_not_dropped():
+    import pandas as pd
+
+    from flows.validate import choose_models, ranked_by
+
+    scores = pd.DataFrame({"model": ["a", "b", "c", "a", "b", "c"], "metric": ["leep"] * 3 + ["face"] * 3,
+                           "rank": [2.0, float("nan"), 1.0, 1.0, 2.0, 3.0]})  # b has no logits: no leep rank
+    assert ranked_by(scores, "leep") == ["c", "a", "b"] and ranked_by(scores, "face") == ["a", "b", "c"]
+    assert choose_models(ranked_by(scores, "leep"), None, 2) == ["c", "a", "b"]
+
+
 def test_collapse_premise_is_the_rank_correlation_of_nc1_before_and_after():
     import pandas as pd
 
