@@ -307,3 +307,20 @@ def test_lda_metrics_survive_float32_features_with_fewer_samples_than_dimensions
     x = np.maximum(x, 0).astype(np.float32) * 40  # ReLU-like, large scale: σ_max(S_W) ≫ 1, λ at its floor
     values = metrics.score_many(x, y, ["sfda", "etran", "ncti", "hscore", "hscore_shrinkage", "logme"])
     assert all(np.isfinite(v) for v in values.values()), values
+
+
+def test_hscore_and_its_shrinkage_share_one_eigen_decomposition(monkeypatch):
+    """Features whose covariance is singular to float32 precision (a decaying spectrum plus faint isotropic noise):
+    both H-scores take the pseudo-inverse, from Σ_T's one shared decomposition (each used to decompose its own)."""
+    gen = np.random.default_rng(0)
+    labels = gen.integers(0, 20, 3000)
+    means = gen.standard_normal((20, 64)) @ gen.standard_normal((64, 512)) / 8
+    mixing = gen.standard_normal((256, 512)) / np.sqrt(1.0 + np.arange(256))[:, None]
+    x = (means[labels] + gen.standard_normal((3000, 256)) @ mixing + 0.1 * gen.standard_normal((3000, 512)))
+    x = x.astype(np.float32)
+    calls = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda *a, **k: calls.append(1) or eigh(*a, **k))
+    shared = metrics.score_many(x, labels, ["hscore", "hscore_shrinkage"])
+    assert len(calls) == 1
+    assert shared == {m: pytest.approx(metrics.score(m, x, labels), rel=1e-12) for m in shared}
