@@ -43,7 +43,8 @@ TARGETS = {"face": 1.5, "nc1": 0.5, "face_variance": 0.5}
 TOTAL_TARGET = 5.0
 MEMORY_TARGET = 2.0
 SIZES = ((20000, 1024, 50), (50000, 2048, 100))  # FaCe's speed target holds at both
-FACE_CANDIDATES = [{"fairness": f} for f in FAIRNESS] + [{"c_shrinkage": 0.1}, {"between_energy": 0.9}]
+FACE_CANDIDATES = [{"fairness": f} for f in FAIRNESS] + [{"c_shrinkage": 0.1}, {"between_energy": 0.9},
+                                                         {"basis": "between"}, {"basis": "between", "fairness": "worst"}]
 CANDIDATE_BUDGET = 1.25  # a FaCe candidate may cost 25 % more CPU than FaCe with its defaults (docs/face.md, rule 5)
 
 

@@ -191,7 +191,7 @@ BASELINES = ("logme", "sfda", "ncti", "etran", "gbc", "hscore", "leep", "nce", "
 # normalisation.
 ORIGINAL = {"c_weight": 1.0, "fairness_weight": 1.0, "zoo_norm": "minmax", "fairness": "entropy", "overlap": "sum",
             "cov": "diag", "pca_dim": 64, "weighting": "class", "c_form": "neg_log", "power": -1.0,
-            "c_shrinkage": 0.0, "between_energy": 1.0}
+            "c_shrinkage": 0.0, "between_energy": 1.0, "basis": "pca"}
 OPTIONS = {
     "terms": [{"c_weight": 1.0, "fairness_weight": 0.0}, {"c_weight": 0.0, "fairness_weight": 1.0},
               {"fairness_weight": 0.5}, {"fairness_weight": 0.25}],
@@ -205,9 +205,10 @@ OPTIONS = {
     "c_form": [{"c_form": "neg"}],
     "c_shrinkage": [{"c_shrinkage": 0.1}],
     "between_energy": [{"between_energy": 0.9}],
+    "basis": [{"basis": "between"}],
 }
 _TERM_OPTIONS = ("fairness", "overlap", "cov", "pca_dim", "weighting", "c_form", "power", "c_shrinkage",
-                 "between_energy")
+                 "between_energy", "basis")
 # Reported in the ablation but not eligible as a default: FaCe with pca_dim=256 costs 2.2x a float32 Gram instead of
 # 1.6x (measured at N=50000, D=2048, K=100), beyond the metric core's speed budget (benchmarks/metric_speed.py).
 NOT_ELIGIBLE = ({"pca_dim": 256},)
@@ -218,7 +219,9 @@ NOT_ELIGIBLE = ({"pca_dim": 256},)
 # highest mean dev τ replaces the incumbent only if the paired bootstrap 95 % interval of its dev τ minus the
 # incumbent's (tasks resampled jointly) lies above 0; otherwise the incumbent stays. F candidates over their cost
 # budget (benchmarks/metric_speed.py --only-face: > 1.25x the default FaCe's CPU time at N=50000, D=2048, K=100) would
-# be listed in NOT_ELIGIBLE; none is (every candidate shares the default's passes).
+# be listed in NOT_ELIGIBLE; none is (every candidate shares the default's passes). Amendment, 2026-12-03, before the
+# selection ran (docs/face.md): a third stage prefers F in the between-class basis (no Gram, ~C's cost) to the
+# chosen F unless it is significantly worse on dev.
 C_ALONE = {**ORIGINAL, "fairness_weight": 0.0}
 C_CANDIDATES = ({"weighting": "sample"}, {"c_shrinkage": 0.1}, {"between_energy": 0.9})
 F_CANDIDATES = ("entropy", "worst", "power_mean", "balance_separation", "collapse_dispersion")
@@ -648,11 +651,30 @@ def choose(ablations: list[Ablation], log: Any = print) -> tuple[dict[str, Any],
         log(f"   FaCe defaults {path[-1]}")
         return best if replaced else incumbent
 
+    def cheaper(chosen: dict[str, Any]) -> dict[str, Any]:
+        """Stage basis: the chosen F's twin in the between-class basis (no Gram) replaces it unless its dev τ is
+        significantly lower (the paired interval of twin minus chosen lies below 0)."""
+        if chosen["fairness_weight"] == 0 or chosen["basis"] == "between":
+            return chosen
+        twin = {**chosen, "basis": "between"}
+        mine, base = taus(twin), taus(chosen)
+        both = np.isfinite(mine) & np.isfinite(base)
+        if both.sum() < 2:
+            path.append(f"stage basis: {label(chosen)} stays (fewer than 2 dev tasks with a τ)")
+            return chosen
+        interval = evaluate.paired_difference_ci(mine[both], base[both])
+        kept = interval.high < 0
+        path.append(f"stage basis: {label(twin)} minus {label(chosen)} {interval.estimate:+.3f} [{interval.low:+.3f}, "
+                    f"{interval.high:+.3f}] over {interval.n_tasks} tasks: "
+                    + (f"{label(chosen)} stays" if kept else "the between-class basis replaces the principal one"))
+        log(f"   FaCe defaults {path[-1]}")
+        return chosen if kept else twin
+
     path: list[str] = []
     c_only = step("stage C", dict(C_ALONE), [{**C_ALONE, **c} for c in C_CANDIDATES])
     challengers = [{**c_only, "fairness": f, "fairness_weight": w} for f in F_CANDIDATES for w in F_WEIGHTS]
     eligible = [c for c in challengers if not any(c.items() >= v.items() for v in NOT_ELIGIBLE)]
-    return step("stage F", c_only, eligible), path
+    return cheaper(step("stage F", c_only, eligible)), path
 
 
 def heldout_evidence(ablation: dict[str, Any], baseline_taus: pd.DataFrame) -> list[str]:

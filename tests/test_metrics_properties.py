@@ -88,7 +88,8 @@ def test_two_classes_are_always_fair():
 
 # FaCe's candidates pre-registered on 2026-12-03 (docs/face.md): each keeps the invariances of the defaults
 FACE_CANDIDATES = [{"fairness": "worst"}, {"fairness": "power_mean", "power": -2.0}, {"fairness": "balance_separation"},
-                   {"fairness": "collapse_dispersion"}, {"c_shrinkage": 0.1}, {"between_energy": 0.75}]
+                   {"fairness": "collapse_dispersion"}, {"c_shrinkage": 0.1}, {"between_energy": 0.75},
+                   {"basis": "between"}, {"basis": "between", "fairness": "worst"}]
 MAGNITUDE_AWARE = ("worst", "power_mean", "balance_separation")
 
 
@@ -111,6 +112,38 @@ def test_magnitude_aware_fairness_ranks_binary_tasks_too(fairness):
     far_x, far_y = make_classes(n_per_class=(40, 50), separation=3.0)
     assert metrics.score("face_fairness", far_x, far_y, fairness=fairness) > metrics.score(
         "face_fairness", near_x, y, fairness=fairness)
+
+
+def test_f_in_the_between_class_basis_reads_no_gram(monkeypatch):
+    """The point of ``basis="between"``: F from the projection C already made, so neither ``score`` nor
+    ``score_many`` computes the Gram (the default's principal directions need it)."""
+    from facezoo.metrics.stats import FeatureStats
+
+    x, y = make_classes()
+    made = []
+    gram = FeatureStats.gram.fget
+    monkeypatch.setattr(FeatureStats, "gram", property(lambda self: made.append(1) or gram(self)))
+    first_pass = FeatureStats._first_pass
+
+    def spied(self, with_gram):
+        if with_gram:
+            made.append("first pass")
+        first_pass(self, with_gram)
+
+    monkeypatch.setattr(FeatureStats, "_first_pass", spied)
+    metrics.score("face", x, y, basis="between")
+    metrics.score_many(x, y, ["face", "nc1"], options={"face": {"basis": "between", "fairness": "worst"}})
+    assert made == []
+    metrics.score("face", x, y)
+    assert made  # the default's PCA does read it
+
+
+def test_f_in_the_between_class_basis_is_complete_overlap_when_class_means_coincide():
+    rng = np.random.default_rng(0)
+    cloud = rng.standard_normal((30, 8))
+    x, y = np.vstack([cloud, cloud, cloud]), np.repeat([0, 1, 2], 30)  # identical classes: no between direction
+    assert metrics.score("face_fairness", x, y, basis="between") == pytest.approx(1.0)  # entropy: equal overlaps
+    assert metrics.score("face_fairness", x, y, basis="between", fairness="worst") == pytest.approx(0.0, abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------- invariances

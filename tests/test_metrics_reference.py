@@ -93,11 +93,17 @@ def naive_gaussian(z, cov, floor, shrinkage):
 
 def naive_face(x, y, pca_dim=64, cov="diag", shrinkage=0.1, var_floor=1e-4, overlap="sum", fairness="entropy",
                t=1.0, power=-1.0, weighting="class", global_mean="sample", c_form="neg_log", c_shrinkage=0.0,
-               between_energy=1.0):
+               between_energy=1.0, basis="pca"):
     nc1 = naive_nc1(x, y, weighting, global_mean, c_shrinkage, between_energy)
     c_term = -np.log(max(nc1, 1e-12)) if c_form == "neg_log" else -nc1
-    d = min(x.shape[1], len(x) - 1) if pca_dim is None else min(pca_dim, x.shape[1], len(x) - 1)
-    w, variances = naive_pca(x, d)
+    if basis == "pca":
+        d = min(x.shape[1], len(x) - 1) if pca_dim is None else min(pca_dim, x.shape[1], len(x) - 1)
+        w, variances = naive_pca(x, d)
+    else:  # the directions of the centred class means, each with the total variance along it
+        ks = np.unique(y)
+        _, sv, vt = np.linalg.svd(np.array([x[y == k].mean(0) for k in ks]) - x.mean(0), full_matrices=False)
+        w = vt[sv > 1e-10 * sv[0]].T
+        variances = ((x - x.mean(0)) @ w).var(0)
     z = (x - x.mean(0)) @ w
     floor = var_floor * variances.mean()
     ks, zs = class_split(z, y)
@@ -154,6 +160,11 @@ FACE_OPTIONS = [
     {"c_shrinkage": 0.1},
     {"between_energy": 0.75},  # keeps 2 of the 3 between directions here
     {"between_energy": 0.5, "weighting": "sample", "c_shrinkage": 1.0},
+    # F's Gaussians in the between-class directions, no Gram (docs/face.md, amendment)
+    {"basis": "between"},
+    {"basis": "between", "fairness": "worst"},
+    {"basis": "between", "cov": "spherical", "fairness": "power_mean"},
+    {"basis": "between", "cov": "full", "overlap": "pooled"},
 ]
 
 

@@ -114,11 +114,12 @@ def test_choose_stops_when_no_dev_task_has_a_tau():
     assert chosen == rq.C_ALONE and len(path) == 2 and all("stays" in line for line in path)
 
 
-def _dev_tasks(gain_per_task):
-    """Ablations whose τ is 0.5 for every configuration except FaCe with F = worst at λ = 1 (0.5 + its gain); a
-    held-out ablation that fails the test if the rule reads it."""
+def _dev_tasks(gain_per_task, between_loss=0.0):
+    """Ablations whose τ is 0.5 for every configuration except FaCe with F = worst at λ = 1 (0.5 + its gain, less
+    ``between_loss`` in the between-class basis); a held-out ablation that fails the test if the rule reads it."""
     def tau_for(gain):
-        return lambda c: 0.5 + (gain if c["fairness"] == "worst" and c["fairness_weight"] == 1.0 else 0.0)
+        return lambda c: 0.5 + (gain - between_loss * (c["basis"] == "between")
+                                if c["fairness"] == "worst" and c["fairness_weight"] == 1.0 else 0.0)
 
     def forbidden(_config):
         raise AssertionError("the selection read a held-out task")
@@ -129,8 +130,12 @@ def _dev_tasks(gain_per_task):
 
 def test_choose_replaces_c_alone_only_when_the_paired_dev_interval_excludes_zero():
     chosen, path = rq.choose(_dev_tasks([0.2, 0.3, 0.25, 0.2, 0.3]), log=lambda _line: None)
-    assert chosen == {**rq.C_ALONE, "fairness": "worst", "fairness_weight": 1.0}
-    assert "it replaces C only" in path[1]
+    # stage basis: the twin without a Gram is as good on dev, so the cheaper basis is taken
+    assert chosen == {**rq.C_ALONE, "fairness": "worst", "fairness_weight": 1.0, "basis": "between"}
+    assert "it replaces C only" in path[1] and "the between-class basis replaces the principal one" in path[2]
+    # ... unless it is significantly worse there
+    chosen, path = rq.choose(_dev_tasks([0.2, 0.3, 0.25, 0.2, 0.3], between_loss=0.1), log=lambda _line: None)
+    assert chosen == {**rq.C_ALONE, "fairness": "worst", "fairness_weight": 1.0} and path[2].endswith("stays")
     # a higher mean from one task alone (+0.5 there, −0.05 elsewhere): the interval covers 0, so C alone stays
     chosen, path = rq.choose(_dev_tasks([0.5, -0.05, -0.05, -0.05, -0.05]), log=lambda _line: None)
     assert chosen == rq.C_ALONE and "C only (face_variance) stays" in path[1]

@@ -95,7 +95,7 @@ def score(name: str, features: Any, labels: Any, *, logits: Any = None, **option
     rank a zoo with :func:`score_many` and :func:`rank_zoo`.
     """
     metric = get_metric(name)
-    stats = FeatureStats(features, labels, gram=metric.uses_gram)
+    stats = FeatureStats(features, labels, gram=metric.needs_gram(options))
     logits = None if logits is None else _check_logits(logits, stats.n)
     return _evaluate(metric, stats, logits, options)[name]
 
@@ -126,7 +126,7 @@ def score_many(
     unknown = sorted(set(options) - set(names))
     if unknown:
         raise FaceZooError(f"options given for metrics not requested: {', '.join(unknown)}")
-    stats = FeatureStats(features, labels, gram=any(m.uses_gram for m in metrics))
+    stats = FeatureStats(features, labels, gram=any(m.needs_gram(options.get(m.name)) for m in metrics))
     return score_many_from_stats(stats, names, logits=logits, options=options)
 
 
@@ -153,7 +153,7 @@ def score_many_from_stats(
 def face_terms(features: Any, labels: Any, **options: Any) -> dict[str, object]:
     """FaCe's quantities for one model: ``nc1``, ``variance_collapse`` (C), ``class_fairness`` (F) and the
     per-class ``overlaps`` ``{label: o_k}`` (options as for ``score("face", ...)``, without the zoo ones)."""
-    return face.face_terms(FeatureStats(features, labels, gram=True), **options)
+    return face.face_terms(FeatureStats(features, labels, gram=get_metric("face").needs_gram(options)), **options)
 
 
 def rank_zoo(

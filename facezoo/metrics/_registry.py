@@ -25,7 +25,8 @@ class MetricInfo:
         paper: the reference (authors, venue, year).
         higher_is_better: direction of the score.
         needs_logits: needs the source classifier's logits ``(N, Cs)``.
-        uses_gram: reads the Gram, so ``score_many`` computes it in the first pass.
+        uses_gram: reads the Gram, so ``score_many`` computes it in the first pass; or a function of the metric's
+            options saying whether those options do (FaCe's F in the between-class basis does not).
         uses_eigh: reads the full eigen-decomposition of the covariance, so ``score_many`` computes it before
             metrics that could otherwise do with a partial one.
         shift_invariant: the score does not change when a constant vector is added to every feature (the paper's
@@ -40,11 +41,15 @@ class MetricInfo:
     paper: str
     higher_is_better: bool = True
     needs_logits: bool = False
-    uses_gram: bool = False
+    uses_gram: bool | Callable[[dict[str, Any]], bool] = False
     uses_eigh: bool = False
     shift_invariant: bool = True
     combine: Callable[..., np.ndarray] | None = None
     combine_options: dict[str, Any] = field(default_factory=dict)
+
+    def needs_gram(self, options: dict[str, Any] | None = None) -> bool:
+        """Whether the metric reads the Gram with these options (the first pass then computes it)."""
+        return self.uses_gram(options or {}) if callable(self.uses_gram) else self.uses_gram
 
     @property
     def zoo_normalised(self) -> bool:

@@ -41,14 +41,21 @@ each between direction's within variance by ``1/λ_j``, so weak between directio
 ``between_energy`` e keeps the fewest top between directions holding a fraction e of ``tr Σ_B`` (the weakest carry
 mostly the class means' own sampling noise).
 
+``basis="between"`` (amendment to the pre-registration, 2026-12-03) fits the same class Gaussians in the
+between-class directions ``V`` of C instead of ``pca_dim`` principal directions: C's projection already holds the
+class moments there (means ``(μ_k − μ) V``, per-class variances ``v_jᵀ Σ_k v_j``), so F costs no Gram and no pass,
+and FaCe costs what C costs. It keeps every direction in which class means differ, where the top principal
+directions can miss a discriminative direction of low total variance.
+
 Zoo score: ``face = norm(C) + fairness_weight · norm(F)`` with ``norm`` over the models being ranked
 (``zoo_norm``: "minmax" default, "zscore", "none"); for a single model ``face = C + fairness_weight · F``. The paper's
 ``S = C + F`` is ``fairness_weight=1``; the default 0.25 comes from the ranking-quality benchmark, where F as
 reconstructed anticorrelates with fine-tuned accuracy on every multi-class task (``docs/face.md``).
 
-Cost: one pass for class means + one Gram pass (F only) + one projection pass onto ``r + pca_dim`` directions;
-memory O(N·(r + pca_dim) + D²). Identical class distributions make F maximally *fair* (all overlaps equal): F alone
-measures balance, not separation; C carries the separation.
+Cost: one pass for class means + one Gram pass (F with ``basis="pca"`` only) + one projection pass onto
+``r + pca_dim`` directions; memory O(N·(r + pca_dim) + D²) (O(N·r + K·D) with ``basis="between"``). Identical
+class distributions make F maximally *fair* (all overlaps equal): F alone measures balance, not separation; C
+carries the separation.
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ NC1_MAX = 1e12
 NC1_MIN_FOR_LOG = 1e-12
 _OVERLAP_DELTA = 1e-12
 FAIRNESS = ("entropy", "softmax_entropy", "neg_cv", "worst", "power_mean", "balance_separation", "collapse_dispersion")
+BASES = ("pca", "between")
 _PAPER = "Ding et al., Fair Collapse (FaCe), arXiv 2310.05754, 2023"
 
 
@@ -202,15 +210,35 @@ def _check_fairness(fairness: str, power: float) -> None:
                            f"{power!r}")
 
 
+def _between_class_moments(stats: FeatureStats) -> dict[str, np.ndarray]:
+    """The class moments of :func:`pca_class_moments` in the between-class directions ``V`` instead of principal
+    ones: the projection C already made (no Gram, no extra pass). ``variances``: the total variance along each
+    ``v_j``, between plus within."""
+
+    def compute() -> dict[str, np.ndarray]:
+        v, _ = _between_directions(stats, "sample")
+        means = stats.class_deviations @ v
+        within = _class_within(stats, "sample")
+        residuals = stats.class_residuals(("between", "sample"), v)
+        return {"variances": stats.priors @ (means**2 + within), "means": means, "diag": within,
+                "residuals": residuals}
+
+    return stats.memo(("between_class_moments",), compute)
+
+
 def _class_overlaps(
-    stats: FeatureStats, pca_dim: int | None, cov: str, shrinkage: float, var_floor: float, overlap: str
+    stats: FeatureStats, pca_dim: int | None, cov: str, shrinkage: float, var_floor: float, overlap: str,
+    basis: str = "pca",
 ) -> np.ndarray:
     _choice("overlap", overlap, ("sum", "max", "pooled"))
+    _choice("basis", basis, BASES)
     if not var_floor > 0:  # zero-variance dimensions (collapsed classes) would make the Gaussians degenerate
         raise FaceZooError(f"var_floor must be > 0, got {var_floor!r}")
 
     def compute() -> np.ndarray:
-        moments = pca_class_moments(stats, pca_dim)
+        moments = pca_class_moments(stats, pca_dim) if basis == "pca" else _between_class_moments(stats)
+        if not moments["means"].shape[1]:  # identical class means: no direction separates any two classes
+            return np.full(stats.n_classes, stats.n_classes - 1.0 if overlap == "sum" else 1.0)
         floor = var_floor * moments["variances"].mean()
         covs = class_gaussians(stats, moments, cov, floor, shrinkage)
         if overlap == "pooled":
@@ -220,7 +248,7 @@ def _class_overlaps(
         np.fill_diagonal(bc, 0.0)
         return bc.sum(1) if overlap == "sum" else bc.max(1)
 
-    return stats.memo(("face_overlaps", pca_dim, cov, shrinkage, var_floor, overlap), compute)
+    return stats.memo(("face_overlaps", pca_dim, cov, shrinkage, var_floor, overlap, basis), compute)
 
 
 def face_terms(
@@ -239,24 +267,31 @@ def face_terms(
     c_form: str = "neg_log",
     c_shrinkage: float = 0.0,
     between_energy: float = 1.0,
+    basis: str = "pca",
 ) -> dict[str, object]:
     """Every FaCe quantity of one model: ``nc1``, ``variance_collapse`` (C), ``class_fairness`` (F), ``overlaps``."""
     _check_fairness(fairness, power)
     _check_c(weighting, c_shrinkage, between_energy)  # before the pass over the features, not after it
-    d = pca_dims(stats, pca_dim)
-    directions = {("between", global_mean): _between_directions(stats, global_mean)[0],
-                  ("pca", d): pca_basis(stats, d)[0]}
-    if fairness == "collapse_dispersion":
+    _choice("basis", basis, BASES)
+    directions = {("between", global_mean): _between_directions(stats, global_mean)[0]}
+    if basis == "pca":  # the Gram's principal directions; "between" reuses C's
+        d = pca_dims(stats, pca_dim)
+        directions[("pca", d)] = pca_basis(stats, d)[0]
+    if fairness == "collapse_dispersion" or basis == "between":
         directions[("between", "sample")] = _between_directions(stats, "sample")[0]
     stats.prefetch_class_residuals(directions)  # every projection of both terms in one pass over the features
     nc1 = _nc1(stats, weighting, global_mean, c_shrinkage, between_energy)
-    overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap)
+    overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap, basis)
     return {
         "nc1": nc1,
         "variance_collapse": _variance_collapse(nc1, c_form),
         "class_fairness": _fairness_of(stats, overlaps, overlap, fairness, t, power),
         "overlaps": dict(zip(stats.classes.tolist(), overlaps.tolist(), strict=True)),
     }
+
+
+def _reads_gram(options: dict[str, Any]) -> bool:
+    return options.get("basis", "pca") == "pca"  # F's principal directions come from the Gram; C needs none
 
 
 def _combine_face(
@@ -275,7 +310,7 @@ def face(stats: FeatureStats, **options: Any) -> dict[str, float]:
 
 face.__signature__ = inspect.signature(face_terms)  # the same options, declared once
 register_metric(
-    "face", paper=_PAPER, uses_gram=True, combine=_combine_face,
+    "face", paper=_PAPER, uses_gram=_reads_gram, combine=_combine_face,
     # fairness_weight 0.25, not the paper's implicit 1: chosen on the ranking-quality benchmark (docs/face.md)
     combine_options={"zoo_norm": "minmax", "fairness_weight": 0.25},
 )(face)
@@ -295,7 +330,7 @@ def face_variance(
     return _variance_collapse(_nc1(stats, weighting, global_mean, c_shrinkage, between_energy), c_form)
 
 
-@register_metric("face_fairness", paper=_PAPER, uses_gram=True)
+@register_metric("face_fairness", paper=_PAPER, uses_gram=_reads_gram)
 def face_fairness(
     stats: FeatureStats,
     *,
@@ -307,10 +342,11 @@ def face_fairness(
     fairness: str = "entropy",
     t: float = 1.0,
     power: float = -1.0,
+    basis: str = "pca",
 ) -> float:
     """FaCe's class-fairness term F alone (in [0, 1] for the entropy forms; 1 = every class overlaps equally)."""
     _check_fairness(fairness, power)
-    overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap)
+    overlaps = _class_overlaps(stats, pca_dim, cov, shrinkage, var_floor, overlap, basis)
     return _fairness_of(stats, overlaps, overlap, fairness, t, power)
 
 
