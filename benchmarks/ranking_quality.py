@@ -59,7 +59,9 @@ each budget's own noise ceiling, i.e. the budgets agree as well as one budget ag
 ``--ground-truth-only --compare-with cpu-lite`` (``budget_comparison``: the two files alone, no ranking needed):
 
 - digits, the 12 models both budgets had complete: weighted τ between the cpu-lite and cpu ground truths +0.58
-  (Kendall +0.61), against noise ceilings of +0.30 (cpu) and +0.31 (cpu-lite). Doubling the steps changes the
+  (Kendall +0.61), against noise ceilings of +0.30 (cpu) and +0.31 (cpu-lite). The last three (CRAFT, vgg16_mri,
+  efficientnet_b0_2d3d, the dearest) were not run at ``cpu``: with the comparison this far on one side, their
+  hour of compute went to the chosen budget's ground truth instead. Doubling the steps changes the
   ranking less than re-drawing the seeds does: digits sits near its ceiling (11 of 15 models at 0.975-0.992), so
   its order among the top models is seed noise at either budget.
 - 20ng-super6: +1.00 on the models both had (the static embeddings' heads do not depend on the steps; minilm_l6
