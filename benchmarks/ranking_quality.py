@@ -17,8 +17,8 @@ over the seeds; every seed is kept.
 
 **Ground truth as data.** Every validation and test figure is a row of ``benchmarks/ground_truth/<budget>.csv``
 (columns :data:`GT_COLUMNS`: task, model, stage ``val``/``test``, seed, protocol, lr / weight decay / C, validation
-score, test accuracy, budget, seconds, machine, date). A run reads it first and computes only the missing rows,
-appending each as soon as it exists (under a lock, through a temporary file and an atomic rename): runs on several
+score, test accuracy, budget, wall and CPU seconds, machine, date). A run reads it first and computes only the
+missing rows, appending each as soon as it exists (under a lock, through a temporary file and an atomic rename): runs on several
 machines add up when their files are committed, and a killed run loses at most the row it was computing. Rows are
 tied to their budget by ``budget_hash`` (a changed budget under the same name is refused, not mixed) and to the data
 by ``dataset_fingerprint``. Chunks: ``--tasks`` and ``--models`` limit the run (``--ground-truth-only`` skips
@@ -250,9 +250,11 @@ def label(config: dict[str, Any]) -> str:
 GT_COLUMNS = ["task", "model", "stage", "seed", "protocol", "lr", "weight_decay", "c", "chosen", "val_score",
               "test_accuracy", "mean_class_accuracy", "dataset", "dataset_fingerprint", "budget", "budget_hash",
               "steps", "batch_size", "resolution", "max_length", "n_train", "n_test", "seconds", "machine", "date",
-              "ft_nc1", "ft_variance_collapse", "ft_class_fairness"]
-# FaCe's terms of the fine-tuned network's test features (``full`` test rows; empty in rows stored before they existed)
-_OPTIONAL = ("ft_nc1", "ft_variance_collapse", "ft_class_fairness")
+              "ft_nc1", "ft_variance_collapse", "ft_class_fairness", "cpu_seconds"]
+# FaCe's terms of the fine-tuned network's test features (``full`` test rows), and the CPU time of the run (this
+# process, every thread: compute, where ``seconds`` is wall time and grows with the machine's load); empty in rows
+# stored before they existed
+_OPTIONAL = ("ft_nc1", "ft_variance_collapse", "ft_class_fairness", "cpu_seconds")
 _ROW_KEY = ["task", "model", "stage", "seed", "lr", "weight_decay", "c"]
 
 
@@ -393,8 +395,8 @@ def ground_truth(task: Task, spec: Any, data: Any, budget_name: str, path: Path,
         train_f = stored_features(model, data, "train", store, **options)[0]
         test_f = stored_features(model, data, eval_split, store, **options)[0]
 
-    def run(seed: int, value: dict[str, float] | None) -> tuple[finetune.FineTuneResult, float]:
-        started = time.perf_counter()
+    def run(seed: int, value: dict[str, float] | None) -> tuple[finetune.FineTuneResult, tuple[float, float]]:
+        started, cpu = time.perf_counter(), time.process_time()
         if protocol == "full":
             fixed = {} if value is None else {"lr_grid": [value["lr"]], "weight_decay_grid": [value["weight_decay"]]}
             result = finetune.full(model, train, test, finetune.Budget(**{**settings, **fixed, "seed": seed}),
@@ -403,20 +405,21 @@ def ground_truth(task: Task, spec: Any, data: Any, budget_name: str, path: Path,
             grid = finetune.C_GRID if value is None else (value["c"],)
             result = finetune.frozen_head(train_f.features, train_f.labels, test_f.features, test_f.labels,
                                           c_grid=grid, seed=seed)
-        return result, time.perf_counter() - started
+        return result, (time.perf_counter() - started, time.process_time() - cpu)
 
-    def test_row(seed: int, result: finetune.FineTuneResult, seconds: float) -> dict[str, Any]:
+    def test_row(seed: int, result: finetune.FineTuneResult, spent: tuple[float, float]) -> dict[str, Any]:
         chosen = {"lr": result.selected.get("lr"), "weight_decay": result.selected.get("weight_decay"),
                   "c": result.selected.get("C")}
         collapse = result.selected.get("fine_tuned_collapse") or {}
         return {**common, **chosen, "stage": "test", "seed": seed, "test_accuracy": result.accuracy,
-                "mean_class_accuracy": result.mean_class_accuracy, "seconds": seconds, "date": _now(),
+                "mean_class_accuracy": result.mean_class_accuracy, "seconds": spent[0], "cpu_seconds": spent[1],
+                "date": _now(),
                 **{f"ft_{k}": v for k, v in collapse.items()}}
 
     chosen_rows = mine[(mine.stage == "val") & (mine.chosen.astype(str) == "True")]
     if chosen_rows.empty:
         first = budget["seeds"][0]
-        result, seconds = run(first, None)
+        result, spent = run(first, None)
         figure = "validation_miou" if dense else "validation_accuracy"
         points = (result.selected["grid"] if protocol == "full"
                   else [{"C": p["C"], figure: p["validation_accuracy"]} for p in result.curve])
@@ -424,17 +427,17 @@ def ground_truth(task: Task, spec: Any, data: Any, budget_name: str, path: Path,
         val_rows = [{**common, "stage": "val", "seed": first, "lr": p.get("lr"), "weight_decay": p.get("weight_decay"),
                      "c": p.get("C"), "val_score": p[figure], "date": _now(),
                      "chosen": (p.get("lr"), p.get("weight_decay"), p.get("C")) == picked} for p in points]
-        table = append_ground_truth(path, [*val_rows, test_row(first, result, seconds)])
+        table = append_ground_truth(path, [*val_rows, test_row(first, result, spent)])
         log(f"   {spec.name}: {protocol}, chose " + ", ".join(f"{k} {v:g}" for k, v in zip(
             ("lr", "wd", "C"), picked, strict=True) if v is not None)
-            + f"; seed {first} accuracy {result.accuracy:.3f} ({seconds:.0f} s)")
+            + f"; seed {first} accuracy {result.accuracy:.3f} ({spent[0]:.0f} s, {spent[1]:.0f} s CPU)")
         seeds = [s for s in seeds if s != first]
         chosen_rows = pd.DataFrame([r for r in val_rows if r["chosen"]])
     value = {k: chosen_rows[k].iloc[0] for k in ("lr", "weight_decay", "c")}
     for seed in seeds:
-        result, seconds = run(seed, value)
-        table = append_ground_truth(path, [test_row(seed, result, seconds)])
-        log(f"   {spec.name}: seed {seed} accuracy {result.accuracy:.3f} ({seconds:.0f} s)")
+        result, spent = run(seed, value)
+        table = append_ground_truth(path, [test_row(seed, result, spent)])
+        log(f"   {spec.name}: seed {seed} accuracy {result.accuracy:.3f} ({spent[0]:.0f} s, {spent[1]:.0f} s CPU)")
     return table
 
 
@@ -922,7 +925,8 @@ def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ablation: dict[str, A
     segmentation = [r for r in runs if r["task"].half == "segmentation"]
     ceilings = {r["task"].name: noise_ceilings(r) for r in runs}
     table = read_ground_truth(args.ground_truth_dir / f"{args.budget}.csv")
-    spent = table[table.task.isin([r["task"].name for r in runs])].seconds.sum()
+    mine = table[table.task.isin([r["task"].name for r in runs]) & (table.stage == "test")]
+    spent, cpu = mine.seconds.sum(), mine.cpu_seconds.dropna()
     command = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("budget", args.budget), ("tasks", args.tasks),
                                                                     ("models", args.models)) if v)
     lines = [
@@ -940,7 +944,8 @@ def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ablation: dict[str, A
         f"(`benchmarks/ground_truth/{args.budget}.csv` keeps every row).",
         "",
         f"**Compute spent** on these tasks' ground truth, as first measured (summed over the stored rows, whatever "
-        f"machine computed them): {spent / 60:.0f} min; feature extraction and scoring: "
+        f"machine computed them): {spent / 60:.0f} min of wall time (CPU time, recorded for {len(cpu)} of "
+        f"{len(mine)} runs: {cpu.sum() / 60:.0f} min); feature extraction and scoring: "
         f"{sum(r['cost']['extract'] + r['cost']['score'] for r in runs) / 60:.0f} min.",
     ]
     if args.models:

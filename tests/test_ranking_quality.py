@@ -177,6 +177,8 @@ def test_ground_truth_selects_once_then_runs_only_the_missing_seeds_at_the_chose
     val = table[table.stage == "val"]
     assert val.lr.tolist() == [0.003, 0.01, 0.03] and val.chosen.astype(str).tolist() == ["False", "True", "False"]
     assert table[table.stage == "test"].set_index("seed").test_accuracy.to_dict() == {0: 0.6, 1: 0.61, 2: 0.62}
+    spent = table[table.stage == "test"][["seconds", "cpu_seconds"]]
+    assert spent.notna().all().all() and (spent >= 0).all().all()  # wall and CPU time of every run
     calls.clear()
     rq.ground_truth(rq.TASKS[0], spec, data, "smoke", path, device="cpu", home=tmp_path)
     assert calls == []  # everything stored: nothing recomputed
