@@ -48,8 +48,8 @@ def recommendation(modality: str | None = None, available: set[str] | None = Non
     if modality not in (None, "image", "text"):  # segmentation: the benchmark's held-out half is classification
         return Recommendation(fallback, f"no held-out evidence for {modality} tasks: {fallback} by default")
     if not path.is_file():
-        return Recommendation(fallback, f"no held-out evidence is installed ({path.name} is missing): {fallback} "
-                                        "by default, untested against the alternatives")
+        return Recommendation(fallback, f"no held-out evidence is installed ({path.name}, written by "
+                                        f"benchmarks/ranking_quality.py): {fallback} by default, not backed by it")
     try:
         evidence = json.loads(path.read_text())
         groups = evidence["groups"]
