@@ -483,7 +483,7 @@ def run_task(task: Task, budget_name: str, args: argparse.Namespace, home: Path)
     stored = read_ground_truth(path)
     check_rows(stored[stored.task == task.name], data, budget_name, path)  # before any work, for every model
     failures: dict[str, str] = {}
-    for spec in zoo.models:
+    for spec in [] if args.stored_only else zoo.models:
         try:
             ground_truth(task, spec, data, budget_name, path, device=args.device, home=home)
         except Exception as e:  # noqa: BLE001 - one model's failure (no weights, diverged) is recorded, never fatal
@@ -1010,6 +1010,9 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated model names (default: every model of each task's zoo)")
     parser.add_argument("--ground-truth-only", action="store_true",
                         help="compute the missing ground truth of the chunk and stop (no ranking, no report)")
+    parser.add_argument("--stored-only", action="store_true",
+                        help="compute no ground truth: rank, and report on the rows already stored (while other "
+                             "lanes or machines compute the rest)")
     parser.add_argument("--compare-with", choices=sorted(BUDGETS),
                         help="add a section comparing this budget's ground truth with another's on the same tasks")
     parser.add_argument("--device", default="auto")
