@@ -291,7 +291,8 @@ def face_terms(
 
 
 def _reads_gram(options: dict[str, Any]) -> bool:
-    return options.get("basis", "pca") == "pca"  # F's principal directions come from the Gram; C needs none
+    """F's principal directions come from the Gram; C, and F in the between-class basis, need none."""
+    return options.get("basis", inspect.signature(face_terms).parameters["basis"].default) == "pca"
 
 
 def _combine_face(
