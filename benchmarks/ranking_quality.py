@@ -18,8 +18,9 @@ over the seeds; every seed is kept.
 **Ground truth as data.** Every validation and test figure is a row of ``benchmarks/ground_truth/<budget>.csv``
 (columns :data:`GT_COLUMNS`: task, model, stage ``val``/``test``, seed, protocol, lr / weight decay / C, validation
 score, test accuracy, budget, wall and CPU seconds, machine, date). A run reads it first and computes only the
-missing rows, appending each as soon as it exists (under a lock, through a temporary file and an atomic rename): runs on several
-machines add up when their files are committed, and a killed run loses at most the row it was computing. Rows are
+missing rows, appending each as soon as it exists (under a lock, through a temporary file and an atomic rename):
+runs on several machines add up when their files are committed, and a killed run loses at most the row it was
+computing. Rows are
 tied to their budget by ``budget_hash`` (a changed budget under the same name is refused, not mixed) and to the data
 by ``dataset_fingerprint``. Chunks: ``--tasks`` and ``--models`` limit the run (``--ground-truth-only`` skips
 ranking and the report), so the ground truth can be spread over runs of ≤ 60 min on 2 cores.
@@ -55,14 +56,15 @@ these are fixed costs (building the network, preprocessing, evaluation), not ste
 
 **Budget settled: ``cpu-lite``**, by the rule declared with the two candidates before any of their results: "take
 ``cpu-lite`` if the τ between the two ground truths is within the noise ceilings, else ``cpu``" (read as: at least
-each budget's own noise ceiling, i.e. the budgets agree as well as one budget agrees with itself across seeds). Measured 2026-12-03 with
-``--ground-truth-only --compare-with cpu-lite`` (``budget_comparison``: the two files alone, no ranking needed):
+each budget's own noise ceiling, i.e. the budgets agree as well as one budget agrees with itself across seeds).
+Measured 2026-12-03 with ``--ground-truth-only --compare-with cpu-lite`` (``budget_comparison``: the two files
+alone, no ranking needed):
 
 - digits, the 12 models both budgets had complete: weighted τ between the cpu-lite and cpu ground truths +0.58
   (Kendall +0.61), against noise ceilings of +0.30 (cpu) and +0.31 (cpu-lite). The last three (CRAFT, vgg16_mri,
   efficientnet_b0_2d3d, the dearest) were not run at ``cpu``: with the comparison this far on one side, their
-  hour of compute went to the chosen budget's ground truth instead. Doubling the steps changes the
-  ranking less than re-drawing the seeds does: digits sits near its ceiling (11 of 15 models at 0.975-0.992), so
+  hour of compute went to the chosen budget's ground truth instead. Doubling the steps changes the ranking less
+  than re-drawing the seeds does: digits sits near its ceiling (11 of 15 models at 0.975-0.992), so
   its order among the top models is seed noise at either budget.
 - 20ng-super6, all 11 models: +0.96 (Kendall +0.96) against ceilings of +0.97 (cpu) and +0.96 (cpu-lite). The
   nine static embeddings' heads do not depend on the steps; the two fine-tuned encoders gain a little from 200
@@ -631,31 +633,40 @@ def library_defaults() -> dict[str, Any]:
 
 def choose(ablations: list[Ablation], log: Any = print) -> tuple[dict[str, Any], list[str]]:
     """FaCe's defaults by the rule pre-registered on 2026-12-03 (see ``C_ALONE``): stage C, then stage F, each
-    replacing its incumbent only when the best challenger's paired 95 % interval of mean dev τ lies above 0. Only the
-    dev tasks are read. Returns the configuration and the path taken (one line per stage)."""
+    replacing its incumbent only when the best challenger's paired 95 % interval of mean dev τ lies above 0; then
+    stage basis (the amendment), where F's between-class twin replaces the chosen F unless its interval lies below 0.
+    Only the dev tasks are read. Returns the configuration and the path taken (one line per stage)."""
     dev = [a for a in ablations if a.half == "dev"]
 
     def taus(config: dict[str, Any]) -> np.ndarray:
         return np.array([a.tau(config) for a in dev], dtype=float)
 
+    def shared(config: dict[str, Any], base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``config``'s dev τ and ``base`` on the tasks both have, or None when fewer than 2 do."""
+        mine = taus(config)
+        both = np.isfinite(mine) & np.isfinite(base)
+        return (mine[both], base[both]) if both.sum() >= 2 else None
+
+    def record(line: str) -> None:
+        path.append(line)
+        log(f"   FaCe defaults {line}")
+
     def step(stage: str, incumbent: dict[str, Any], challengers: list[dict[str, Any]]) -> dict[str, Any]:
         base = taus(incumbent)
         best, best_mean, interval = None, -np.inf, None
         for config in challengers:
-            mine = taus(config)
-            both = np.isfinite(mine) & np.isfinite(base)
-            if both.sum() < 2 or not np.mean(mine[both]) > best_mean:
+            pair = shared(config, base)
+            if pair is None or not np.mean(pair[0]) > best_mean:
                 continue
-            best, best_mean = config, float(np.mean(mine[both]))
-            interval = evaluate.paired_difference_ci(mine[both], base[both])
+            best, best_mean = config, float(np.mean(pair[0]))
+            interval = evaluate.paired_difference_ci(*pair)
         if best is None:
             path.append(f"{stage}: {label(incumbent)} stays (fewer than 2 dev tasks with a τ)")
             return incumbent
         replaced = interval.low > 0
-        path.append(f"{stage}: best challenger {label(best)}, dev τ minus {label(incumbent)} {interval.estimate:+.3f} "
-                    f"[{interval.low:+.3f}, {interval.high:+.3f}] over {interval.n_tasks} tasks: "
-                    + (f"it replaces {label(incumbent)}" if replaced else f"{label(incumbent)} stays"))
-        log(f"   FaCe defaults {path[-1]}")
+        record(f"{stage}: best challenger {label(best)}, dev τ minus {label(incumbent)} {interval.estimate:+.3f} "
+               f"[{interval.low:+.3f}, {interval.high:+.3f}] over {interval.n_tasks} tasks: "
+               + (f"it replaces {label(incumbent)}" if replaced else f"{label(incumbent)} stays"))
         return best if replaced else incumbent
 
     def cheaper(chosen: dict[str, Any]) -> dict[str, Any]:
@@ -664,17 +675,15 @@ def choose(ablations: list[Ablation], log: Any = print) -> tuple[dict[str, Any],
         if chosen["fairness_weight"] == 0 or chosen["basis"] == "between":
             return chosen
         twin = {**chosen, "basis": "between"}
-        mine, base = taus(twin), taus(chosen)
-        both = np.isfinite(mine) & np.isfinite(base)
-        if both.sum() < 2:
+        pair = shared(twin, taus(chosen))
+        if pair is None:
             path.append(f"stage basis: {label(chosen)} stays (fewer than 2 dev tasks with a τ)")
             return chosen
-        interval = evaluate.paired_difference_ci(mine[both], base[both])
+        interval = evaluate.paired_difference_ci(*pair)
         kept = interval.high < 0
-        path.append(f"stage basis: {label(twin)} minus {label(chosen)} {interval.estimate:+.3f} [{interval.low:+.3f}, "
-                    f"{interval.high:+.3f}] over {interval.n_tasks} tasks: "
-                    + (f"{label(chosen)} stays" if kept else "the between-class basis replaces the principal one"))
-        log(f"   FaCe defaults {path[-1]}")
+        record(f"stage basis: {label(twin)} minus {label(chosen)} {interval.estimate:+.3f} [{interval.low:+.3f}, "
+               f"{interval.high:+.3f}] over {interval.n_tasks} tasks: "
+               + (f"{label(chosen)} stays" if kept else "the between-class basis replaces the principal one"))
         return chosen if kept else twin
 
     path: list[str] = []
@@ -919,13 +928,12 @@ def _statistics_section(taus: pd.DataFrame, ceilings: dict[str, dict[str, float]
     return words + [""] + lines
 
 
-def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ablation: dict[str, Any] | None,
-           args: argparse.Namespace, seconds: float) -> str:
+def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ceilings: dict[str, dict[str, float]],
+           ablation: dict[str, Any] | None, args: argparse.Namespace, seconds: float) -> str:
     budget = BUDGETS[args.budget]
     halves = {r["task"].name: half_of(r) for r in runs}
     classification = [r for r in runs if r["task"].half != "segmentation"]
     segmentation = [r for r in runs if r["task"].half == "segmentation"]
-    ceilings = {r["task"].name: noise_ceilings(r) for r in runs}
     table = read_ground_truth(args.ground_truth_dir / f"{args.budget}.csv")
     mine = table[table.task.isin([r["task"].name for r in runs]) & (table.stage == "test")]
     spent, cpu = mine.seconds.sum(), mine.cpu_seconds.dropna()
@@ -1050,8 +1058,9 @@ def main() -> None:
             print(f"   {ground_truth_label(run['protocols'])}: " + ", ".join(
                 f"{m} {a:.3f}" for m, a in sorted(run["accuracy"].items(), key=lambda kv: -kv[1])), flush=True)
     if args.ground_truth_only and args.compare_with:  # the budget comparison needs the ground truth alone
-        print("\n".join(budget_comparison([t for t in names if t in {t.name for t in TASKS if t.half in HALVES}],
-                                           args.budget, args.compare_with, args.ground_truth_dir)))
+        in_halves = {task.name for task in TASKS if task.half in HALVES}
+        print("\n".join(budget_comparison([n for n in names if n in in_halves], args.budget, args.compare_with,
+                                           args.ground_truth_dir)))
     if args.ground_truth_only or not runs:
         return
     taus = pd.concat([metric_taus(r) for r in runs], ignore_index=True)
@@ -1065,10 +1074,10 @@ def main() -> None:
                     "c_alone_taus": pd.concat([a.table([C_ALONE]) for a in ranked], ignore_index=True),
                     "adopted_taus": pd.concat([a.table([library_defaults()]) for a in ranked], ignore_index=True)}
         ablation["heldout_evidence"] = heldout_evidence(ablation, taus[taus.metric.isin(BASELINES)])
-    text = report(runs, taus, ablation, args, time.perf_counter() - started)
+    ceilings = {r["task"].name: noise_ceilings(r) for r in runs}
+    text = report(runs, taus, ceilings, ablation, args, time.perf_counter() - started)
     _write(Path(args.out), text)
     if not args.tasks and not args.models:  # only a whole benchmark speaks for the product
-        ceilings = {r["task"].name: noise_ceilings(r) for r in runs}
         _write(Path(args.evidence), json.dumps(evidence(taus, ceilings, args.budget), indent=1, default=float) + "\n")
     print(text)
 
