@@ -663,7 +663,7 @@ def choose(ablations: list[Ablation], log: Any = print) -> tuple[dict[str, Any],
         if best is None:
             path.append(f"{stage}: {label(incumbent)} stays (fewer than 2 dev tasks with a τ)")
             return incumbent
-        replaced = interval.low > 0
+        replaced = interval.significant and interval.low > 0
         record(f"{stage}: best challenger {label(best)}, dev τ minus {label(incumbent)} {interval.estimate:+.3f} "
                f"[{interval.low:+.3f}, {interval.high:+.3f}] over {interval.n_tasks} tasks: "
                + (f"it replaces {label(incumbent)}" if replaced else f"{label(incumbent)} stays"))
@@ -680,7 +680,7 @@ def choose(ablations: list[Ablation], log: Any = print) -> tuple[dict[str, Any],
             path.append(f"stage basis: {label(chosen)} stays (fewer than 2 dev tasks with a τ)")
             return chosen
         interval = evaluate.paired_difference_ci(*pair)
-        kept = interval.high < 0
+        kept = interval.significant and interval.high < 0
         record(f"stage basis: {label(twin)} minus {label(chosen)} {interval.estimate:+.3f} [{interval.low:+.3f}, "
                f"{interval.high:+.3f}] over {interval.n_tasks} tasks: "
                + (f"{label(chosen)} stays" if kept else "the between-class basis replaces the principal one"))
@@ -711,7 +711,7 @@ def heldout_evidence(ablation: dict[str, Any], baseline_taus: pd.DataFrame) -> l
             lines.append(f"- Held out, chosen minus {name}: fewer than 2 tasks with both τ.")
             continue
         ci = evaluate.paired_difference_ci(both.chosen, both.other)
-        verdict = "significant" if ci.excludes_zero else "not significant"
+        verdict = "significant" if ci.significant else "not significant"
         lines.append(f"- Held out, chosen minus {name}: {ci.estimate:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] over "
                      f"{ci.n_tasks} tasks ({verdict}).")
     return lines
@@ -740,7 +740,7 @@ def groups(taus: pd.DataFrame) -> dict[str, list[str]]:
 def summarise(taus: pd.DataFrame, tasks: list[str], reference: str = "face") -> pd.DataFrame:
     """Per metric over ``tasks``: the mean of each statistic with its bootstrap interval over tasks, and the paired
     intervals of its mean weighted τ minus FaCe's and minus the best metric's (tasks both scored, resampled jointly).
-    Sorted by mean weighted τ."""
+    Sorted by mean weighted τ; the best is the first of those scored on the most tasks."""
     table = taus[taus.task.isin(tasks)]
     wide = table.pivot_table(index="task", columns="metric", values="weighted_tau")
     rows = []
@@ -751,7 +751,9 @@ def summarise(taus: pd.DataFrame, tasks: list[str], reference: str = "face") -> 
     if summary.empty:
         return summary
     summary = summary.assign(order=[i.estimate for i in summary.weighted_tau]).sort_values("order", ascending=False)
-    best = summary.metric.iloc[0]
+    # the best is judged among the metrics with a τ on every task of the group: LEEP's mean over the two tasks
+    # whose models all have source logits says nothing about the others
+    best = summary[summary.n_tasks == summary.n_tasks.max()].metric.iloc[0]
 
     def paired(metric: str, other: str) -> evaluate.Interval | None:
         if other not in wide or metric == other:
@@ -782,20 +784,27 @@ def evidence(taus: pd.DataFrame, ceilings: dict[str, dict[str, float]], budget: 
         out["groups"][name] = {
             "tasks": sorted(tasks),
             "noise_ceiling": float(np.nanmean([ceilings[t]["weighted_tau"] for t in tasks])),
+            "best": summary.best.iloc[0],
             "metrics": [{"metric": r.metric, "n_tasks": int(r.n_tasks), "weighted_tau": triple(r.weighted_tau),
-                         "top1_regret": triple(r.top1_regret), "vs_best": triple(r.vs_best)}
+                         "top1_regret": triple(r.top1_regret), "vs_best": triple(r.vs_best),
+                         "vs_best_significant": bool(r.vs_best is not None and r.vs_best.significant)}
                         for r in summary.itertuples()],
         }
     return out
 
 
-def _ci(interval: evaluate.Interval | None, significant: bool = False) -> str:
+def _ci(interval: evaluate.Interval | None, paired_of: int | None = None) -> str:
+    """``+a [lo, hi]``; for a paired difference (``paired_of``: the group's task count) also **sig.** and, when fewer
+    tasks were paired, how many."""
     if interval is None:
         return "—"
     if not np.isfinite(interval.low):
         return f"{interval.estimate:+.2f}"
-    mark = " **sig.**" if significant and interval.excludes_zero else ""
-    return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]{mark}"
+    text = f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
+    if paired_of is not None:
+        text += f" ({interval.n_tasks} tasks)" if interval.n_tasks < paired_of else ""
+        text += " **sig.**" if interval.significant else ""
+    return text
 
 
 def findings(name: str, n: int, summary: pd.DataFrame, ceiling: float, reference: str = "face") -> list[str]:
@@ -804,16 +813,19 @@ def findings(name: str, n: int, summary: pd.DataFrame, ceiling: float, reference
         return [f"- On {name}: fewer than 2 tasks with a ground truth, so no interval and no comparison."]
     lines = []
     best = summary.best.iloc[0]
-    top = summary.iloc[0]
+    top = summary[summary.metric == best].iloc[0]
+    partial = [f"{r.metric} ({r.n_tasks})" for r in summary.itertuples() if r.n_tasks < top.n_tasks]
     lines.append(f"- On {name} ({n} tasks), the best mean weighted τ is **{best}** "
-                 f"({_ci(top.weighted_tau)}); the noise ceiling there is {ceiling:+.2f}.")
+                 f"({_ci(top.weighted_tau)}); the noise ceiling there is {ceiling:+.2f}."
+                 + (f" Scored on fewer tasks, so not ranked against it on means: {', '.join(partial)}." if partial
+                    else ""))
     for column, other in (("vs_face", reference), ("vs_best", best)):
         if column == "vs_best" and other == reference:
             continue  # FaCe is the best: the first pass said it all
         significant = [(m, d) for m, d in zip(summary.metric, summary[column], strict=True)
-                       if d is not None and d.excludes_zero]
-        better = [f"{m} ({_ci(d)})" for m, d in significant if d.low > 0]
-        worse = [f"{m} ({_ci(d)})" for m, d in significant if d.high < 0]
+                       if d is not None and d.significant]
+        better = [f"{m} ({_ci(d, n)})" for m, d in significant if d.low > 0]
+        worse = [f"{m} ({_ci(d, n)})" for m, d in significant if d.high < 0]
         if better:
             lines.append(f"  - significantly better than {other} (paired difference in mean τ, 95 % interval): "
                          + ", ".join(better) + ".")
@@ -905,7 +917,10 @@ def _statistics_section(taus: pd.DataFrame, ceilings: dict[str, dict[str, float]
     lines = ["## Statistics over tasks", "",
              "Means over the group's tasks with 95 % percentile bootstrap intervals (10 000 resamples of the tasks). "
              "Δ: the paired interval of the difference in mean weighted τ (tasks both metrics scored, resampled "
-             "jointly); **sig.** where it excludes 0. The intervals are not corrected for multiple comparisons: with "
+             "jointly; the count where fewer than the group's); **sig.** where it excludes 0 over at least "
+             f"{evaluate.MIN_TASKS_FOR_SIGNIFICANCE} tasks (with fewer, even unanimous tasks fail an exact sign test "
+             "at 5 %, and the bootstrap would call any unanimous pair significant). The best is the first of the "
+             "metrics scored on every task. The intervals are not corrected for multiple comparisons: with "
              "~15 metrics per group, about one 'significant' difference in 20 true ties is expected by chance. A "
              "metric whose scores tie every model on a task has no τ there and is averaged over fewer tasks. Top-1 "
              "regret: accuracy lost by taking the metric's first pick (lower is better).", ""]
@@ -923,7 +938,7 @@ def _statistics_section(taus: pd.DataFrame, ceilings: dict[str, dict[str, float]
                   f"Δ weighted τ vs best ({summary.best.iloc[0]}) |", "|---|---|---|---|---|---|---|"]
         for r in summary.itertuples():
             lines.append(f"| {r.metric} | {r.n_tasks} | {_ci(r.weighted_tau)} | {_ci(r.kendall_tau)} | "
-                         f"{_ci(r.top1_regret)} | {_ci(r.vs_face, True)} | {_ci(r.vs_best, True)} |")
+                         f"{_ci(r.top1_regret)} | {_ci(r.vs_face, len(tasks))} | {_ci(r.vs_best, len(tasks))} |")
         lines.append("")
     return words + [""] + lines
 
@@ -1004,7 +1019,7 @@ def ablation_section(ablation: dict[str, Any], halves: dict[str, str]) -> list[s
     adopted = library_defaults()
     lines += ["", "Selection by the rule pre-registered on 2026-12-03 (docs/face.md; dev tasks only: stage C, then "
               "stage F, a challenger replacing its incumbent only when its paired 95 % interval of dev τ lies above "
-              "0). " + " ".join(path) + ".", "",
+              "0 over at least " f"{evaluate.MIN_TASKS_FOR_SIGNIFICANCE} tasks):", "", *(f"- {p}" for p in path), "",
               f"Chosen: **{label(chosen)}**: mean τ {mean(ablation['chosen_taus'], 'dev')} on dev, "
               f"**{mean(ablation['chosen_taus'], 'heldout')}** held out. This checkout's defaults "
               f"(**{label(adopted)}**): {mean(ablation['adopted_taus'], 'dev')} on dev, "

@@ -23,7 +23,12 @@ import scipy.stats
 from facezoo.errors import FaceZooError
 
 __all__ = ["weighted_tau", "kendall_tau", "pearson", "spearman", "top1_regret", "bootstrap_ci", "CORRELATIONS",
-           "Interval", "mean_ci", "paired_difference_ci", "noise_ceiling"]
+           "Interval", "MIN_TASKS_FOR_SIGNIFICANCE", "mean_ci", "paired_difference_ci", "noise_ceiling"]
+
+# Below this many tasks no difference is called significant: a percentile bootstrap over n tasks excludes 0 whenever
+# all n differences share a sign (for n = 2, always when they do), while even the exact sign test cannot reach
+# p < 0.05 (two-sided) with n ≤ 5 unanimous tasks (2 · 0.5⁵ = 0.0625).
+MIN_TASKS_FOR_SIGNIFICANCE = 6
 
 
 def _pair(score: Any, accuracy: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +138,14 @@ class Interval:
 
     @property
     def excludes_zero(self) -> bool:
-        """Whether the interval lies wholly on one side of 0 (a difference that is significant at its level)."""
+        """Whether the interval lies wholly on one side of 0."""
         return bool(self.low > 0 or self.high < 0)
+
+    @property
+    def significant(self) -> bool:
+        """A difference significant at the interval's level: it excludes 0 over at least
+        :data:`MIN_TASKS_FOR_SIGNIFICANCE` tasks (fewer cannot carry significance, whatever the bootstrap says)."""
+        return self.excludes_zero and self.n_tasks >= MIN_TASKS_FOR_SIGNIFICANCE
 
 
 def _task_values(values: Any, name: str) -> np.ndarray:
@@ -160,7 +171,7 @@ def paired_difference_ci(a: Any, b: Any, *, n_resamples: int = 10000, level: flo
                          seed: int = 0) -> Interval:
     """Mean over tasks of ``a - b`` (two metrics' τ on the same tasks, in the same order) with a paired bootstrap
     interval: tasks are resampled jointly (as in :func:`mean_ci`), so what a hard task costs both metrics cancels.
-    ``excludes_zero``: the two metrics differ at this level."""
+    ``significant``: the two metrics differ at this level (and enough tasks were paired to say so)."""
     a, b = _task_values(a, "paired_difference_ci a"), _task_values(b, "paired_difference_ci b")
     if a.shape != b.shape:
         raise FaceZooError(f"paired_difference_ci: a has {a.size} tasks, b has {b.size}; pair them on the same tasks")

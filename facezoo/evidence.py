@@ -39,6 +39,14 @@ def _interval(values: list[float]) -> str:
     return f"{estimate:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
+def _significant(row: dict[str, Any]) -> bool:
+    """Whether the row's paired difference from the best is significant, as the writer judged it (files written
+    before it recorded that: the interval excluding 0)."""
+    if "vs_best_significant" in row:
+        return bool(row["vs_best_significant"])
+    return bool(row.get("vs_best")) and not row["vs_best"][1] <= 0 <= row["vs_best"][2]
+
+
 def recommendation(modality: str | None = None, available: set[str] | None = None,
                    path: Path | None = None) -> Recommendation:
     """The metric with the best held-out evidence for ``modality`` (``image``, ``text``; else the pooled group),
@@ -57,15 +65,20 @@ def recommendation(modality: str | None = None, available: set[str] | None = Non
         raise FaceZooError(f"{path}: not a ranking-quality evidence file ({error})") from None
     name = modality if len(groups.get(modality, {}).get("tasks", [])) >= _MIN_TASKS else "all"
     group = groups.get(name)
-    rows = [r for r in (group or {}).get("metrics", []) if available is None or r["metric"] in available]
+    metrics = (group or {}).get("metrics", [])
+    # only metrics with a τ on every task of the group compete (LEEP's mean over the tasks with source logits is no
+    # evidence about the others), as the writer chose the group's best
+    covered = [r for r in metrics if r.get("n_tasks", 0) == max(m.get("n_tasks", 0) for m in metrics)]
+    rows = [r for r in covered if available is None or r["metric"] in available]
     if not rows:
         return Recommendation(fallback, f"no held-out evidence for {modality or 'these'} tasks: {fallback} by default")
     best, n = rows[0], len(group["tasks"])
     where = f"{n} held-out {'' if name == 'all' else name + ' '}tasks"
-    if best is not group["metrics"][0]:  # the differences were measured against the group's best, not this one
-        lead = f"the best of the metrics scored here ({group['metrics'][0]['metric']}, not scored, ranked higher)"
-    else:  # a metric without a paired interval (too few shared tasks) is not shown to be worse
-        ties = [r["metric"] for r in rows[1:] if not r.get("vs_best") or r["vs_best"][1] <= 0 <= r["vs_best"][2]]
+    top = group.get("best", covered[0]["metric"])
+    if best["metric"] != top:  # the differences were measured against the group's best, not this one
+        lead = f"the best of the metrics scored here ({top}, not scored, ranked higher)"
+    else:  # a metric without a significant paired difference (or too few shared tasks) is not shown to be worse
+        ties = [r["metric"] for r in rows[1:] if not _significant(r)]
         lead = ("ahead of every other metric, significantly (paired 95 % intervals exclude 0)" if not ties else
                 f"not significantly ahead of {', '.join(ties[:4])}{' and others' if len(ties) > 4 else ''}")
     return Recommendation(

@@ -149,6 +149,19 @@ def test_paired_difference_resamples_tasks_jointly():
     assert unpaired_low < 0
     assert evaluate.paired_difference_ci(b, a).high < 0  # antisymmetric
     assert not evaluate.paired_difference_ci(a, a).excludes_zero  # identical metrics: [0, 0]
+    assert paired.significant
+
+
+def test_too_few_tasks_carry_no_significance():
+    # two tasks where a beats b: the bootstrap interval excludes 0 (every resample is positive), a sign test on two
+    # tasks could not; from MIN_TASKS_FOR_SIGNIFICANCE unanimous tasks on, the difference counts
+    n = evaluate.MIN_TASKS_FOR_SIGNIFICANCE
+    two = evaluate.paired_difference_ci([0.5, 0.6], [0.2, 0.3])
+    assert two.excludes_zero and not two.significant
+    few = evaluate.paired_difference_ci(np.linspace(0.5, 0.6, n - 1), np.zeros(n - 1))
+    assert few.excludes_zero and not few.significant
+    assert evaluate.paired_difference_ci(np.linspace(0.5, 0.6, n), np.zeros(n)).significant
+    assert 2 * 0.5 ** (n - 1) > 0.05 >= 2 * 0.5 ** n  # the exact sign test's threshold the constant stands for
 
 
 def test_task_statistics_bad_input():

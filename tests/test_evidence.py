@@ -41,6 +41,23 @@ def test_the_best_metric_of_the_tasks_group_is_recommended_with_its_evidence(evi
     assert "over 5 held-out tasks" in text.statement and text.statement.endswith("not significantly ahead of face")
 
 
+def test_a_metric_scored_on_fewer_tasks_is_not_recommended_on_its_mean(tmp_path):
+    path = tmp_path / "evidence.json"
+    group = _group(["a", "b", "c"], [("leep", [0.9, 0.8, 1.0], None), ("gbc", [0.5, 0.3, 0.7], [-0.4, -0.6, -0.2]),
+                                     ("face", [0.4, 0.2, 0.6], [-0.1, -0.3, 0.1])])
+    group["metrics"][0]["n_tasks"] = 1  # the one task whose models all have source logits
+    path.write_text(json.dumps({"budget": "cpu", "groups": {"all": {**group, "best": "gbc"}}}))
+    got = recommendation(None, path=path)
+    assert got.metric == "gbc" and got.statement.endswith("not significantly ahead of face")  # the old file format
+
+
+def test_significance_is_the_writers_verdict(evidence):
+    data = json.loads(evidence.read_text())
+    data["groups"]["image"]["metrics"][1]["vs_best_significant"] = False  # excludes 0, but over too few tasks
+    evidence.write_text(json.dumps(data))
+    assert recommendation("image", path=evidence).statement.endswith("not significantly ahead of face")
+
+
 def test_only_metrics_the_job_scored_can_be_recommended(evidence):
     second = recommendation("image", {"face", "knn"}, path=evidence)
     assert second.metric == "face" and second.statement.endswith("(logme, not scored, ranked higher)")
