@@ -234,8 +234,13 @@ F_CANDIDATES = ("entropy", "worst", "power_mean", "balance_separation", "collaps
 F_WEIGHTS = (0.25, 0.5, 1.0)
 
 
+# options that act on F alone: without F in the score (fairness_weight 0) they do not change the configuration
+_F_OPTIONS = ("fairness", "overlap", "cov", "pca_dim", "power", "basis")
+
+
 def label(config: dict[str, Any]) -> str:
-    changed = {k: v for k, v in config.items() if ORIGINAL[k] != v}
+    changed = {k: v for k, v in config.items() if ORIGINAL[k] != v
+               and not (config.get("fairness_weight") == 0.0 and k in _F_OPTIONS)}
     if not changed:
         return "face (original defaults)"
     if changed == {"fairness_weight": 0.0}:

@@ -131,11 +131,12 @@ def test_f_in_the_between_class_basis_reads_no_gram(monkeypatch):
         first_pass(self, with_gram)
 
     monkeypatch.setattr(FeatureStats, "_first_pass", spied)
+    metrics.score("face", x, y)  # the default basis
     metrics.score("face", x, y, basis="between")
     metrics.score_many(x, y, ["face", "nc1"], options={"face": {"basis": "between", "fairness": "worst"}})
     assert made == []
-    metrics.score("face", x, y)
-    assert made  # the default's PCA does read it
+    metrics.score("face", x, y, basis="pca")
+    assert made  # the literal reconstruction's PCA does read it
 
 
 def test_f_in_the_between_class_basis_is_complete_overlap_when_class_means_coincide():

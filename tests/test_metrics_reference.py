@@ -93,7 +93,7 @@ def naive_gaussian(z, cov, floor, shrinkage):
 
 def naive_face(x, y, pca_dim=64, cov="diag", shrinkage=0.1, var_floor=1e-4, overlap="sum", fairness="entropy",
                t=1.0, power=-1.0, weighting="class", global_mean="sample", c_form="neg_log", c_shrinkage=0.0,
-               between_energy=1.0, basis="pca"):
+               between_energy=1.0, basis="between"):
     nc1 = naive_nc1(x, y, weighting, global_mean, c_shrinkage, between_energy)
     c_term = -np.log(max(nc1, 1e-12)) if c_form == "neg_log" else -nc1
     if basis == "pca":
@@ -136,7 +136,9 @@ def naive_face(x, y, pca_dim=64, cov="diag", shrinkage=0.1, var_floor=1e-4, over
     return {"nc1": nc1, "variance_collapse": c_term, "class_fairness": f_term}
 
 
-FACE_OPTIONS = [
+# F in the Gram's principal directions (the literal reconstruction, basis="pca"), then in the between-class basis
+# (the default since the selection of 2026-12-03, docs/face.md)
+_PCA_OPTIONS = [
     {},
     {"cov": "full"},
     {"cov": "spherical"},
@@ -145,8 +147,6 @@ FACE_OPTIONS = [
     {"overlap": "pooled", "cov": "full"},
     {"fairness": "softmax_entropy", "t": 0.5},
     {"fairness": "neg_cv"},
-    {"weighting": "sample", "global_mean": "class"},
-    {"c_form": "neg"},
     {"pca_dim": 5},
     {"pca_dim": None},
     # the candidates pre-registered on 2026-12-03 (docs/face.md)
@@ -156,15 +156,19 @@ FACE_OPTIONS = [
     {"fairness": "power_mean", "power": -3.0, "overlap": "max"},
     {"fairness": "balance_separation"},
     {"fairness": "balance_separation", "cov": "full"},
+]
+FACE_OPTIONS = [{"basis": "pca", **o} for o in _PCA_OPTIONS] + [
+    {},
+    {"weighting": "sample", "global_mean": "class"},
+    {"c_form": "neg"},
     {"fairness": "collapse_dispersion"},
     {"c_shrinkage": 0.1},
     {"between_energy": 0.75},  # keeps 2 of the 3 between directions here
     {"between_energy": 0.5, "weighting": "sample", "c_shrinkage": 1.0},
-    # F's Gaussians in the between-class directions, no Gram (docs/face.md, amendment)
-    {"basis": "between"},
-    {"basis": "between", "fairness": "worst"},
-    {"basis": "between", "cov": "spherical", "fairness": "power_mean"},
-    {"basis": "between", "cov": "full", "overlap": "pooled"},
+    {"fairness": "worst"},
+    {"cov": "spherical", "fairness": "power_mean"},
+    {"cov": "full", "overlap": "pooled"},
+    {"fairness": "balance_separation", "overlap": "max"},
 ]
 
 
@@ -177,7 +181,8 @@ def test_face_terms_match_naive(options):
         assert got[key] == pytest.approx(value, rel=RTOL), key
     c_options = {k: v for k, v in options.items() if k in metrics.info("face_variance").options}
     assert metrics.score("face_variance", x, y, **c_options) == pytest.approx(want["variance_collapse"], rel=RTOL)
-    assert metrics.score("face", x, y, **options) == pytest.approx(  # one model: C + fairness_weight · F
+    assert metrics.score("face", x, y, **options) == pytest.approx(want["variance_collapse"], rel=RTOL)  # C alone
+    assert metrics.score("face", x, y, fairness_weight=0.25, **options) == pytest.approx(  # C + fairness_weight · F
         want["variance_collapse"] + 0.25 * want["class_fairness"], rel=RTOL)
     assert metrics.score("face", x, y, fairness_weight=1.0, **options) == pytest.approx(
         want["variance_collapse"] + want["class_fairness"], rel=RTOL)
@@ -191,7 +196,8 @@ def test_nc1_matches_naive_with_n_below_d():
 def test_face_pca_on_a_wide_feature_set_uses_the_partial_eigensolver():
     # D = 300 > 4 · 64: the partial eigen-decomposition path; its basis must match a full SVD's
     x, y = make_classes(n_per_class=(80, 90, 70), dim=300, separation=1.0)
-    assert metrics.score("face_fairness", x, y) == pytest.approx(naive_face(x, y)["class_fairness"], rel=1e-7)
+    got = metrics.score("face_fairness", x, y, basis="pca")
+    assert got == pytest.approx(naive_face(x, y, basis="pca")["class_fairness"], rel=1e-7)
 
 
 def _covariance(spectrum, seed=0):

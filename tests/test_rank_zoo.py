@@ -34,9 +34,13 @@ def test_face_zoo_score_is_minmax_of_both_terms():
     table = metrics.rank_zoo(raw, ["face"]).set_index("model")
     c = np.array([raw[m]["face:variance_collapse"] for m in raw])
     f = np.array([raw[m]["face:class_fairness"] for m in raw])
-    expected = (c - c.min()) / np.ptp(c) + 0.25 * (f - f.min()) / np.ptp(f)  # the default fairness weight
-    np.testing.assert_allclose(table.loc[list(raw), "score"], expected, rtol=1e-12)
-    np.testing.assert_allclose(table.loc[list(raw), "raw"], c + 0.25 * f, rtol=1e-12)  # the single-model value
+    # the default fairness weight is 0: C alone (docs/face.md); the raw value is the single-model one, stored by
+    # score_many with its own options
+    np.testing.assert_allclose(table.loc[list(raw), "score"], (c - c.min()) / np.ptp(c), rtol=1e-12)
+    np.testing.assert_allclose(table.loc[list(raw), "raw"], c, rtol=1e-12)
+    weighted = metrics.rank_zoo(raw, ["face"], options={"face": {"fairness_weight": 0.25}}).set_index("model")
+    expected = (c - c.min()) / np.ptp(c) + 0.25 * (f - f.min()) / np.ptp(f)
+    np.testing.assert_allclose(weighted.loc[list(raw), "score"], expected, rtol=1e-12)
 
     zs = metrics.rank_zoo(raw, ["face"], options={"face": {"zoo_norm": "zscore", "fairness_weight": 0.5}})
     expected = (c - c.mean()) / c.std() + 0.5 * (f - f.mean()) / f.std()
@@ -56,7 +60,7 @@ def test_failed_models_rank_last_and_do_not_poison_the_normalisation():
 def test_a_term_equal_for_every_model_normalises_to_zero():
     raw = {m: {"face": 1.0, "face:variance_collapse": 2.0, "face:class_fairness": float(i)}
            for i, m in enumerate("abc")}
-    table = metrics.rank_zoo(raw, ["face"]).set_index("model")
+    table = metrics.rank_zoo(raw, ["face"], options={"face": {"fairness_weight": 0.25}}).set_index("model")
     np.testing.assert_allclose(table.loc[["a", "b", "c"], "score"], [0.0, 0.125, 0.25])  # 0.25 · norm(F)
 
 

@@ -250,3 +250,14 @@ def test_evidence_is_written_from_the_held_out_half_and_read_by_the_product(tmp_
     # ahead on each of the 3 image tasks, which are too few to call that significant
     assert advice.metric == "logme" and "over 3 held-out image tasks (budget cpu, noise ceiling +0.90)" in (
         advice.statement) and advice.statement.endswith("not significantly ahead of face")
+
+
+def test_the_library_default_is_what_the_dev_selection_chose():
+    # benchmarks/results/ranking_quality-dev.md, 2026-12-03: neither stage replaced C alone (rule 6 of docs/face.md)
+    assert rq.label(rq.library_defaults()) == "C only (face_variance)"
+    assert rq.face_scores({"a": {"variance_collapse": 1.0, "class_fairness": 0.0},
+                           "b": {"variance_collapse": 2.0, "class_fairness": 5.0}}, rq.library_defaults()) == {
+        "a": 0.0, "b": 1.0}
+    # F's own options do not tell C-alone configurations apart; they do once F has a weight
+    assert rq.label({**rq.C_ALONE, "fairness": "worst", "basis": "between"}) == "C only (face_variance)"
+    assert rq.label({**rq.C_ALONE, "fairness_weight": 0.5, "basis": "between"}) == "fairness_weight=0.5, basis=between"

@@ -41,21 +41,23 @@ each between direction's within variance by ``1/λ_j``, so weak between directio
 ``between_energy`` e keeps the fewest top between directions holding a fraction e of ``tr Σ_B`` (the weakest carry
 mostly the class means' own sampling noise).
 
-``basis="between"`` (amendment to the pre-registration, 2026-12-03) fits the same class Gaussians in the
-between-class directions ``V`` of C instead of ``pca_dim`` principal directions: C's projection already holds the
-class moments there (means ``(μ_k − μ) V``, per-class variances ``v_jᵀ Σ_k v_j``), so F costs no Gram and no pass,
-and FaCe costs what C costs. It keeps every direction in which class means differ, where the top principal
-directions can miss a discriminative direction of low total variance.
+``basis``: "between" (default; amendment to the pre-registration, 2026-12-03) fits the class Gaussians in the
+between-class directions ``V`` of C: C's projection already holds the class moments there (means ``(μ_k − μ) V``,
+per-class variances ``v_jᵀ Σ_k v_j``), so F costs no Gram and no pass, and FaCe costs what C costs. It keeps every
+direction in which class means differ, where the top principal directions can miss a discriminative direction of
+low total variance. "pca" (the literal reconstruction) uses ``pca_dim`` principal directions from the Gram.
 
 Zoo score: ``face = norm(C) + fairness_weight · norm(F)`` with ``norm`` over the models being ranked
 (``zoo_norm``: "minmax" default, "zscore", "none"); for a single model ``face = C + fairness_weight · F``. The paper's
-``S = C + F`` is ``fairness_weight=1``; the default 0.25 comes from the ranking-quality benchmark, where F as
-reconstructed anticorrelates with fine-tuned accuracy on every multi-class task (``docs/face.md``).
+``S = C + F`` is ``fairness_weight=1``. **The default is 0: FaCe ranks by C alone**, chosen by the rule
+pre-registered in ``docs/face.md`` on the benchmark's dev tasks (no F candidate at any weight added information
+over C there); F is still computed and reported (``face:class_fairness``, at no extra cost in the between-class
+basis), and ``fairness_weight`` puts it back into the score.
 
 Cost: one pass for class means + one Gram pass (F with ``basis="pca"`` only) + one projection pass onto
-``r + pca_dim`` directions; memory O(N·(r + pca_dim) + D²) (O(N·r + K·D) with ``basis="between"``). Identical
-class distributions make F maximally *fair* (all overlaps equal): F alone measures balance, not separation; C
-carries the separation.
+``r`` (+ ``pca_dim``) directions; memory O(N·r + K·D) (O(N·(r + pca_dim) + D²) with ``basis="pca"``). Identical
+class distributions make the literal F maximally *fair* (all overlaps equal): it measures balance, not separation;
+C carries the separation.
 """
 
 from __future__ import annotations
@@ -227,8 +229,7 @@ def _between_class_moments(stats: FeatureStats) -> dict[str, np.ndarray]:
 
 
 def _class_overlaps(
-    stats: FeatureStats, pca_dim: int | None, cov: str, shrinkage: float, var_floor: float, overlap: str,
-    basis: str = "pca",
+    stats: FeatureStats, pca_dim: int | None, cov: str, shrinkage: float, var_floor: float, overlap: str, basis: str,
 ) -> np.ndarray:
     _choice("overlap", overlap, ("sum", "max", "pooled"))
     _choice("basis", basis, BASES)
@@ -267,7 +268,7 @@ def face_terms(
     c_form: str = "neg_log",
     c_shrinkage: float = 0.0,
     between_energy: float = 1.0,
-    basis: str = "pca",
+    basis: str = "between",
 ) -> dict[str, object]:
     """Every FaCe quantity of one model: ``nc1``, ``variance_collapse`` (C), ``class_fairness`` (F), ``overlaps``."""
     _check_fairness(fairness, power)
@@ -296,7 +297,7 @@ def _reads_gram(options: dict[str, Any]) -> bool:
 
 
 def _combine_face(
-    terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", fairness_weight: float = 0.25
+    terms: dict[str, np.ndarray], *, zoo_norm: str = "minmax", fairness_weight: float = 0.0
 ) -> np.ndarray:
     return zoo_normalise(terms["variance_collapse"], zoo_norm) + fairness_weight * zoo_normalise(
         terms["class_fairness"], zoo_norm
@@ -312,8 +313,8 @@ def face(stats: FeatureStats, **options: Any) -> dict[str, float]:
 face.__signature__ = inspect.signature(face_terms)  # the same options, declared once
 register_metric(
     "face", paper=_PAPER, uses_gram=_reads_gram, combine=_combine_face,
-    # fairness_weight 0.25, not the paper's implicit 1: chosen on the ranking-quality benchmark (docs/face.md)
-    combine_options={"zoo_norm": "minmax", "fairness_weight": 0.25},
+    # fairness_weight 0, not the paper's implicit 1: chosen on the ranking-quality benchmark's dev tasks (docs/face.md)
+    combine_options={"zoo_norm": "minmax", "fairness_weight": 0.0},
 )(face)
 
 
@@ -343,7 +344,7 @@ def face_fairness(
     fairness: str = "entropy",
     t: float = 1.0,
     power: float = -1.0,
-    basis: str = "pca",
+    basis: str = "between",
 ) -> float:
     """FaCe's class-fairness term F alone (in [0, 1] for the entropy forms; 1 = every class overlaps equally)."""
     _check_fairness(fairness, power)
