@@ -503,7 +503,7 @@ def run_task(task: Task, budget_name: str, args: argparse.Namespace, home: Path)
     results = ResultsStore(home / "results.duckdb")
     samples = budget["segmentation_samples" if task.modality == "segmentation" else "max_samples"]
     ref = resolve_dataset(task.dataset, results, max_samples=samples)
-    rank_job = results.latest_job("rank", dataset=ref.name, zoo=zoo.name)
+    rank_job = None if args.rerank else results.latest_job("rank", dataset=ref.name, zoo=zoo.name)
     if rank_job is None:
         rank_job = rank_zoo(zoo_arg, ref.name, device=args.device, home=str(home))["job_id"]
     table = read_ground_truth(path)
@@ -992,7 +992,9 @@ def report(runs: list[dict[str, Any]], taus: pd.DataFrame, ceilings: dict[str, d
                                         else ("all",))
             lines += ["## Weighted τ per metric and task", "",
                       "Scores as the rank jobs stored them: `face` with the options it had when the task was ranked. "
-                      "Binary tasks give every model F = 1, so there `face` ranks by C alone.", "", *table_lines, ""]
+                      "Tasks ranked since the dev selection (2026-12-03) have `face` = C alone (its "
+                      "default since then); tasks ranked before it C + 0.25·F, which on binary tasks is C alone too "
+                      "(the literal F is 1 for every model there).", "", *table_lines, ""]
     lines += premise_section(classification)
     if ablation:
         lines += ablation_section(ablation, halves)
@@ -1043,6 +1045,9 @@ def main() -> None:
     parser.add_argument("--stored-only", action="store_true",
                         help="compute no ground truth: rank, and report on the rows already stored (while other "
                              "lanes or machines compute the rest)")
+    parser.add_argument("--rerank", action="store_true",
+                        help="score every task in a new rank job (the stored features are reused) instead of reusing "
+                             "the latest one, e.g. after a metric's defaults changed")
     parser.add_argument("--compare-with", choices=sorted(BUDGETS),
                         help="add a section comparing this budget's ground truth with another's on the same tasks")
     parser.add_argument("--device", default="auto")
