@@ -1026,7 +1026,7 @@ def ablation_section(ablation: dict[str, Any], halves: dict[str, str]) -> list[s
     adopted = library_defaults()
     lines += ["", "Selection by the rule pre-registered on 2026-12-03 (docs/face.md; dev tasks only: stage C, then "
               "stage F, a challenger replacing its incumbent only when its paired 95 % interval of dev τ lies above "
-              "0 over at least " f"{evaluate.MIN_TASKS_FOR_SIGNIFICANCE} tasks):", "", *(f"- {p}" for p in path), "",
+              f"0 over at least {evaluate.MIN_TASKS_FOR_SIGNIFICANCE} tasks):", "", *(f"- {p}" for p in path), "",
               f"Chosen: **{label(chosen)}**: mean τ {mean(ablation['chosen_taus'], 'dev')} on dev, "
               f"**{mean(ablation['chosen_taus'], 'heldout')}** held out. This checkout's defaults "
               f"(**{label(adopted)}**): {mean(ablation['adopted_taus'], 'dev')} on dev, "
