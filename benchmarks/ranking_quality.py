@@ -265,6 +265,7 @@ GT_COLUMNS = ["task", "model", "stage", "seed", "protocol", "lr", "weight_decay"
 # stored before they existed
 _OPTIONAL = ("ft_nc1", "ft_variance_collapse", "ft_class_fairness", "cpu_seconds")
 _ROW_KEY = ["task", "model", "stage", "seed", "lr", "weight_decay", "c"]
+_INTEGER = ("seed", "steps", "batch_size", "resolution", "max_length", "n_train", "n_test")
 
 
 def check_budget(name: str) -> dict[str, Any]:
@@ -326,6 +327,8 @@ def append_ground_truth(path: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
             table[column] = pd.to_numeric(table[column])
         table = table[~table.duplicated(subset=_ROW_KEY, keep="first")]
         table = table.sort_values(["task", "model", "stage", "seed", "lr", "c"], kind="stable")
+        for column in _INTEGER:  # a count stays a count when the column has gaps (NaN would make 64 into 64.0)
+            table[column] = pd.to_numeric(table[column]).astype("Int64")
         tmp = path.with_suffix(".csv.tmp")
         table.to_csv(tmp, index=False, float_format="%.6g")
         tmp.replace(path)
@@ -1057,7 +1060,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/ranking_quality.md")
     parser.add_argument("--no-ablation", action="store_true", help="skip FaCe's ablation")
     parser.add_argument("--evidence", default=str(ROOT / "facezoo" / "evidence.json"),
-                        help="the held-out evidence rank and validate recommend from (written by a run of every task)")
+                        help="the held-out evidence rank and validate recommend from (written by a run of every "
+                             "classification task, dev and held-out)")
     args = parser.parse_args()
     names = args.tasks.split(",") if args.tasks else [t.name for t in TASKS]
     unknown = set(names) - {t.name for t in TASKS}
@@ -1102,7 +1106,8 @@ def main() -> None:
     ceilings = {r["task"].name: noise_ceilings(r) for r in runs}
     text = report(runs, taus, ceilings, ablation, args, time.perf_counter() - started)
     _write(Path(args.out), text)
-    if not args.tasks and not args.models:  # only a whole benchmark speaks for the product
+    whole = {t.name for t in TASKS if t.half in HALVES} <= set(names)  # segmentation's section does not feed it
+    if whole and not args.models:  # only a whole benchmark speaks for the product
         _write(Path(args.evidence), json.dumps(evidence(taus, ceilings, args.budget), indent=1, default=float) + "\n")
     print(text)
 

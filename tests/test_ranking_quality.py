@@ -59,6 +59,16 @@ def test_ground_truth_file_is_extended_and_the_first_measurement_stands(tmp_path
     assert len(rq.append_ground_truth(path, [frozen])) == 4
 
 
+def test_counts_stay_integers_when_a_column_has_gaps(tmp_path):
+    # text rows have max_length, image rows do not: once read back the column holds NaN, which made 64 into "64.0"
+    path = tmp_path / "cpu-lite.csv"
+    rq.append_ground_truth(path, [row("a", "test", 0, 0.5, resolution=32, steps=100)])
+    rq.append_ground_truth(path, [row("b", "test", 0, 0.6, max_length=64, steps=100)])
+    rq.append_ground_truth(path, [row("c", "test", 0, 0.7, max_length=64, steps=100)])
+    text = path.read_text()
+    assert ".0," not in text and text.count(",64,") == 2 and text.count(",32,") == 1
+
+
 def test_complete_keeps_models_with_every_seed():
     table = pd.DataFrame([row("a", "test", s, 0.5 + s / 10) for s in (0, 1, 2)] + [row("b", "test", 0, 0.4)]
                          + [row("a", "val", 0, lr=0.03, val_score=0.4)], columns=rq.GT_COLUMNS)
