@@ -581,13 +581,20 @@ def full(
     usable = [g for g in grid if not g["diverged"]]
     if not usable:
         raise FaceZooError(f"{model.name}: fine-tuning diverged at every grid point {budget.grid(model.modality)}")
-    best = max(usable, key=lambda g: (g[f"validation_{figure}"], -g["lr"]))  # ties: the gentler rate
-    net, curve = _train(build, model.modality, inputs, np.arange(len(train)), best["lr"], best["weight_decay"],
-                        budget, device, budget.seed,
-                        f"fine-tuning {model.name} (lr {best['lr']:g}, wd {best['weight_decay']:g}; all of train)",
-                        progress)
-    if net is None:
-        raise FaceZooError(f"{model.name}: the final fine-tuning run (lr={best['lr']:g}) diverged")
+    # Best validation first (ties: the gentler rate). A point that diverges when retrained on all of train is not
+    # usable either: the next best is, so one unlucky retraining does not drop the model from the ground truth.
+    for best in sorted(usable, key=lambda g: (-g[f"validation_{figure}"], g["lr"])):
+        net, curve = _train(build, model.modality, inputs, np.arange(len(train)), best["lr"], best["weight_decay"],
+                            budget, device, budget.seed,
+                            f"fine-tuning {model.name} (lr {best['lr']:g}, wd {best['weight_decay']:g}; all of train)",
+                            progress)
+        if net is not None:
+            break
+        best["final_diverged"] = True
+        say(f"{model.name}: the final run at lr={best['lr']:g} wd={best['weight_decay']:g} diverged")
+    else:
+        raise FaceZooError(f"{model.name}: the final fine-tuning run diverged at every usable grid point "
+                           f"{[(g['lr'], g['weight_decay']) for g in usable]}")
     test_features: list[np.ndarray] = []
     predicted, target = _predict(net, test_inputs, np.arange(len(test)), 2 * budget.batch_size, device, test_features)
     scores = _scores(predicted, target, classes, dense)

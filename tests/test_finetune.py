@@ -168,6 +168,28 @@ def test_divergence_is_recorded_and_never_selected(digits, resnet):
         finetune.full(resnet, train, test, finetune.Budget(steps=6, resolution=32, lr_grid=(1e12, 1e13)), device="cpu")
 
 
+def test_a_final_run_that_diverges_falls_back_to_the_next_best_point(digits, resnet, monkeypatch):
+    train, test = digits
+    real, finals = finetune._train, []
+
+    def first_final_diverges(build, modality, inputs, index, lr, *args, **kwargs):
+        if len(index) == len(train):  # the retraining on all of train, not a grid point on the fit split
+            finals.append(lr)
+            if len(finals) == 1:
+                return None, []
+        return real(build, modality, inputs, index, lr, *args, **kwargs)
+
+    monkeypatch.setattr(finetune, "_train", first_final_diverges)
+    budget = finetune.Budget(steps=4, batch_size=16, resolution=32, lr_grid=(0.01, 0.001), weight_decay_grid=(0.0,))
+    result = finetune.full(resnet, train, test, budget, device="cpu")
+    grid = {g["lr"]: g for g in result.selected["grid"]}
+    assert len(finals) == 2 and finals[0] != finals[1] and result.selected["lr"] == finals[1]
+    assert grid[finals[0]]["final_diverged"] and "final_diverged" not in grid[finals[1]]
+    monkeypatch.setattr(finetune, "_train", lambda *a, **k: (None, []) if len(a[3]) == len(train) else real(*a, **k))
+    with pytest.raises(FaceZooError, match="final fine-tuning run diverged at every usable grid point"):
+        finetune.full(resnet, train, test, budget, device="cpu")
+
+
 def test_train_subset_is_stratified():
     labels = np.repeat(np.arange(4), [50, 30, 15, 5])
     index = finetune._stratified_subset(labels, 40, seed=0)
