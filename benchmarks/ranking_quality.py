@@ -614,7 +614,7 @@ class Ablation:
         self.task, self.accuracy = run["task"].name, run["accuracy"]
         self.half = "degenerate" if degenerate(run) else run["task"].half
         self.models = [m for m in run["accuracy"] if m in run["features"]]
-        self.stats = {m: store.read(run["features"][m]).stats() for m in self.models}
+        self.stats = {m: store.read(run["features"][m]).scorable()[0].stats() for m in self.models}
         self.terms: dict[tuple, dict[str, dict[str, float]]] = {}
 
     def tau(self, config: dict[str, Any]) -> float:

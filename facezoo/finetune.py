@@ -465,13 +465,16 @@ def _predict(net: nn.Module, inputs: _Inputs, index: np.ndarray, batch_size: int
 
 def _collapse(features: list[np.ndarray], labels: np.ndarray) -> dict[str, float] | None:
     """FaCe's terms (NC1, C, F at the metric's defaults) of the fine-tuned network's test features: the paper's
-    premise is that the pre-trained features' collapse predicts this one. None without two classes to compare."""
+    premise is that the pre-trained features' collapse predicts this one, over the classes with 2+ test samples. None
+    without two such classes to compare."""
     from facezoo.metrics.face import face_terms
     from facezoo.metrics.stats import FeatureStats
 
-    if not features or len(np.unique(labels)) < 2:
+    present, counts = np.unique(labels, return_counts=True)
+    keep = np.isin(labels, present[counts >= 2])  # a class with one test sample has no spread to measure
+    if not features or (counts >= 2).sum() < 2:
         return None
-    terms = face_terms(FeatureStats(np.concatenate(features), labels))
+    terms = face_terms(FeatureStats(np.concatenate(features)[keep], labels[keep]))
     return {k: float(terms[k]) for k in ("nc1", "variance_collapse", "class_fairness")}
 
 

@@ -309,6 +309,11 @@ def _record(
                                    dataset_fingerprint=fingerprint, path=f.path, n=f.n, dim=f.dim,
                                    extraction_seconds=f.extraction_seconds)
     table = pd.DataFrame(columns=["metric", "model", "raw", "score", "rank"])
+    unscored = sorted({c for s in scores.values() for c in s.unscored_classes})
+    if unscored:
+        listed = ", ".join(unscored[:8]) + (", ..." if len(unscored) > 8 else "")
+        progress.stage(f"left out of every metric: {len(unscored)} class{'es' if len(unscored) > 1 else ''} with a "
+                       f"single sample in the {params['split']} split ({listed})")
     if scores:
         raw = {model: s.values for model, s in scores.items()}
         present = [n for n in names if any(n in s.values for s in scores.values())]
@@ -339,6 +344,7 @@ def _record(
         "job_id": job_id, "status": status, "dataset": ref.name, "ranking": table.to_dict("records"),
         "failures": {m: f"{stage}: {error}" for m, (stage, error) in failures.items()},
         "cache_hits": sorted(m for m, r in refs.items() if r.cache_hit), "mlflow_run_id": run_id,
+        "unscored_classes": unscored,
     }
 
 
@@ -347,4 +353,5 @@ def _tracked(ref: FeatureRef, scores: ModelScores) -> dict[str, Any]:
         "name": ref.model, "source": ref.source, "digest": ref.digest, "dim": ref.dim, "n": scores.n,
         "n_classes": scores.n_classes, "cache_key": ref.cache_key, "cache_hit": ref.cache_hit, "backend": ref.backend,
         "extraction_seconds": ref.extraction_seconds, "seconds": scores.seconds, "metric_errors": scores.errors,
+        "unscored_classes": scores.unscored_classes,
     }

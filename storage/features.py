@@ -38,7 +38,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -79,6 +79,20 @@ class FeatureSet:
     @property
     def class_names(self) -> list[str]:
         return self.metadata["class_names"]
+
+    def scorable(self) -> tuple["FeatureSet", list[str]]:
+        """``(these features without the classes that have a single sample, those classes' names)``: a class with one
+        sample has no within-class spread, so no metric can score it (a long tail, e.g. Reuters-R52, has such
+        classes); the rest of the set still ranks the models. The set itself when every class has two or more."""
+        present, counts = np.unique(self.labels, return_counts=True)
+        single = present[counts < 2]
+        if not len(single):
+            return self, []
+        keep = ~np.isin(self.labels, single)
+        names = self.class_names
+        return replace(self, features=self.features[keep], labels=self.labels[keep], sample_ids=self.sample_ids[keep],
+                       logits=None if self.logits is None else self.logits[keep], stats_state=None), [
+            names[k] if 0 <= k < len(names) else str(k) for k in single.tolist()]
 
     def stats(self) -> FeatureStats:
         """The metrics' statistics: from the stored ones (no pass over the features) when present."""
@@ -192,7 +206,10 @@ class FeatureStore:
         table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
         stats = None
         publish = _atomic_write if self.remote is None else self.remote.write_atomic
-        if len(np.unique(labels)) >= 2:  # the metrics' statistics need two classes; scoring reports it otherwise
+        counts = np.unique(labels, return_counts=True)[1]
+        # the metrics' statistics need two classes of 2+ samples; scoring reports the first and drops a class with a
+        # single sample (FeatureSet.scorable), so statistics stored here would never be read
+        if len(counts) >= 2 and counts.min() >= 2:
             stats = FeatureStats(features, labels, gram=True).state()
             publish(_stats_path(path), lambda out: _save_npz(out, stats))
         float_columns = [c for c in ("feature.list.element", "logits.list.element") if c.split(".")[0] in columns]

@@ -29,6 +29,7 @@ class ModelScores(BaseModel):
     errors: dict[str, str]
     n: int
     n_classes: int
+    unscored_classes: list[str] = []  # classes with a single sample: left out of every metric (FeatureSet.scorable)
 
 
 # One model's metrics at a time per process: each already uses every core through BLAS, and several at once
@@ -45,7 +46,7 @@ def score_features(ref: FeatureRef, names: list[str], options: dict[str, dict[st
 
 def _score(ref: FeatureRef, names: list[str], options: dict[str, dict[str, Any]]) -> ModelScores:
     with _ONE_AT_A_TIME:
-        stored = FeatureStore(ref.path).read(ref.path)
+        stored, single = FeatureStore(ref.path).read(ref.path).scorable()
         stats = stored.stats()
         values: dict[str, float] = {}
         seconds: dict[str, float] = {}
@@ -65,4 +66,4 @@ def _score(ref: FeatureRef, names: list[str], options: dict[str, dict[str, Any]]
                 errors[name] = f"{type(error).__name__}: {error}"
             seconds[name] = time.perf_counter() - start
         return ModelScores(model=ref.model, values=values, seconds=seconds, errors=errors, n=stats.n,
-                           n_classes=stats.n_classes)
+                           n_classes=stats.n_classes, unscored_classes=single)

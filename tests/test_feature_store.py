@@ -190,3 +190,36 @@ def test_nan_features_are_refused(tmp_path):
     with pytest.raises(FaceZooError, match=r"NaN or inf features \(first at sample img/00003.png, row 3, column 2\)"):
         FeatureStore(tmp_path).put("m", "d", "train", cache_key(k=6), **data)
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_class_with_a_single_sample_is_stored_and_left_out_of_scoring(tmp_path):
+    # a long tail (Reuters-R52's train split has a class with one document) must not stop a ranking: the class has no
+    # within-class spread, so scoring drops it, names it, and scores the rest exactly as if it had never been there
+    import tasks.score
+    from tasks.extract import FeatureRef
+
+    store, key = FeatureStore(tmp_path), cache_key(k="tail")
+    data = a_set(k=4)
+    data["labels"][np.flatnonzero(data["labels"] == 2)[1:]] = 0  # class c2 keeps one sample
+    data["class_names"] = ["c0", "c1", "c2", "c3"]
+    store.put("m", "d", "train", key, **data)
+    got = store.get("m", "d", "train", key)
+    assert got.stats_state is None and len(got.features) == len(data["labels"])  # every sample is kept on disk
+    with pytest.raises(FaceZooError, match="single sample"):
+        got.stats()
+    kept, single = got.scorable()
+    assert single == ["c2"] and 2 not in kept.labels and len(kept.labels) == len(data["labels"]) - 1
+    assert len(kept.logits) == len(kept.features) == len(kept.sample_ids) == len(kept.labels)
+    ref = FeatureRef(model="m", source="test", digest="0", modality="image", dim=24, num_logits=7, preprocessing={},
+                     dataset="d", split="train", cache_key=key, backend="eager", path=str(got.path), cache_hit=True,
+                     n=len(data["labels"]), extraction_seconds=0.0)
+    scored = tasks.score.score_features.fn(ref, ["nc1", "logme", "leep"], {})
+    keep = data["labels"] != 2
+    expected = metrics.score_many(data["features"][keep], data["labels"][keep], ["nc1", "logme", "leep"],
+                                  logits=data["logits"][keep])
+    assert scored.errors == {} and scored.unscored_classes == ["c2"] and scored.n_classes == 3
+    assert {k: scored.values[k] for k in expected} == pytest.approx(expected, rel=1e-6)
+    full = a_set()
+    store.put("m2", "d", "train", key, **full)
+    whole = store.get("m2", "d", "train", key)
+    assert whole.scorable()[0] is whole and whole.scorable()[1] == []  # nothing to drop: the set, statistics and all

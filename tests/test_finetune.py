@@ -406,3 +406,14 @@ def test_segmentation_fine_tuning_reports_miou():
     assert [set(g) for g in result.selected["grid"]] == [{"lr", "weight_decay", "validation_miou", "diverged"}] * 2
     again = finetune.full(model, train, test, budget, device="cpu")
     assert abs(again.accuracy - result.accuracy) <= 0.005  # seeded: the same configuration, the same mIoU
+
+
+def test_fine_tuned_collapse_leaves_out_classes_with_one_test_sample():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 20 + [1] * 20 + [2] * 20 + [3])  # class 3 has a single test sample
+    features = rng.standard_normal((len(labels), 8)) + 3 * np.eye(4, 8)[labels]
+    got = finetune._collapse([features[:30], features[30:]], labels)
+    keep = labels != 3
+    expected = finetune._collapse([features[keep]], labels[keep])
+    assert got == pytest.approx(expected) and np.isfinite(got["nc1"])
+    assert finetune._collapse([features[39:]], labels[39:]) is None  # one class of 2+ left: nothing to compare
