@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,9 @@ def rank_zoo(
     segmentation = data.task == "segmentation"
     names = list(metrics or (SEGMENTATION_METRICS if segmentation else DEFAULT_METRICS))
     metric_options = {**(SEGMENTATION_OPTIONS if segmentation else {}), **(metric_options or {})}
-    advice = recommendation(data.task, set(names))  # logged with the job, so the MLflow run says which to trust
+    # logged with the job, so the MLflow run says which to trust; settled once the scores say which metrics scored
+    # every model (LEEP needs a source head some models lack)
+    advice = recommendation(data.task, set(names))
     params = {"zoo": zoo_config.name, "dataset": ref.name, "split": split, "metrics": names, "device": device,
               "backend": backend, "batch_size": batch_size, "metric_options": metric_options,
               "recommended_metric": advice.metric, "recommendation": advice.statement}
@@ -204,7 +207,7 @@ def rank_zoo(
     except BaseException as error:  # a job never stays "running": interrupted or broken, it says so
         results.finish_job(job_id, "failed", message=one_line(error))
         raise
-    return {**summary, "skipped": skipped, "recommendation": advice.to_dict()}
+    return {**summary, "skipped": skipped}
 
 
 def _run_models(
@@ -300,8 +303,11 @@ def _record(
     """Rank, write DuckDB, log MLflow, close the job."""
     for model, (stage, error) in failures.items():
         results.record_failure(job_id, model, stage, error)
-    described = datasets.load(ref).describe()
+    data = datasets.load(ref)
+    described = data.describe()
     fingerprint = described["fingerprint"]
+    advice = recommendation(data.task, fully_scored(scores, names) or set(names))
+    params = {**params, "recommended_metric": advice.metric, "recommendation": advice.statement}
     for f in refs.values():
         results.upsert_model(f.model, source=f.source, digest=f.digest, modality=f.modality, dim=f.dim,
                              num_logits=f.num_logits, preprocessing=f.preprocessing)
@@ -339,13 +345,19 @@ def _record(
     if failures and message is None:
         message = f"{len(failures)} of {len(specs)} models failed: " + "; ".join(
             f"{m} ({stage}): {error}" for m, (stage, error) in failures.items())
-    results.finish_job(job_id, status, message=message, mlflow_run_id=run_id)
+    results.finish_job(job_id, status, message=message, mlflow_run_id=run_id, params=params)
     return {
         "job_id": job_id, "status": status, "dataset": ref.name, "ranking": table.to_dict("records"),
         "failures": {m: f"{stage}: {error}" for m, (stage, error) in failures.items()},
         "cache_hits": sorted(m for m, r in refs.items() if r.cache_hit), "mlflow_run_id": run_id,
-        "unscored_classes": unscored,
+        "unscored_classes": unscored, "recommendation": advice.to_dict(),
     }
+
+
+def fully_scored(scores: dict[str, ModelScores], names: list[str]) -> set[str]:
+    """The metrics of ``names`` with a finite score for every scored model: only those can order the whole zoo (LEEP
+    needs a source classifier head that some models lack), so only those can be recommended."""
+    return {n for n in names if scores and all(math.isfinite(s.values.get(n, math.nan)) for s in scores.values())}
 
 
 def _tracked(ref: FeatureRef, scores: ModelScores) -> dict[str, Any]:

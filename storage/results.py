@@ -460,18 +460,19 @@ class ResultsStore:
         return [job_id for job_id, _ in gone]
 
     def finish_job(
-        self, job_id: str, status: str, message: str | None = None, mlflow_run_id: str | None = None
+        self, job_id: str, status: str, message: str | None = None, mlflow_run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         """Mark a job ``completed``, ``partial`` (some models failed) or ``failed``; an ``mlflow_run_id`` of
-        ``None`` keeps the one stored."""
+        ``None`` keeps the one stored, and so do ``params`` of ``None`` (else they replace the job's)."""
         if status not in _FINISHED:
             raise FaceZooError(f"a job finishes as one of {', '.join(_FINISHED)}, not {status!r}")
         with self._transaction() as con:
             self._require_job(con, job_id)
             con.execute(
-                "UPDATE jobs SET status = ?, message = ?, mlflow_run_id = coalesce(?, mlflow_run_id), finished_at = ? "
-                "WHERE job_id = ?",
-                [status, message, mlflow_run_id, _utcnow(), job_id],
+                "UPDATE jobs SET status = ?, message = ?, mlflow_run_id = coalesce(?, mlflow_run_id), finished_at = ?, "
+                "params = coalesce(?, params) WHERE job_id = ?",
+                [status, message, mlflow_run_id, _utcnow(), None if params is None else _json(dict(params)), job_id],
             )
 
     def latest_job(self, kind: str, dataset: str | None = None, zoo: str | None = None) -> str | None:

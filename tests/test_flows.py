@@ -63,6 +63,7 @@ def test_rank_zoo_stores_ranks_and_logs_every_model(first_run, home):
     assert len(face) == 3 and face["rank"].min() == 1 and face["score"].is_monotonic_decreasing
     job = store.job(first_run["job_id"])
     assert job["status"] == "partial" and "broken" in job["message"] and job["mlflow_run_id"]
+    assert job["params"]["recommended_metric"] == first_run["recommendation"]["metric"]
     failures = store.query("SELECT model, stage FROM failures WHERE job_id = ?", [first_run["job_id"]])
     assert failures.to_dict("records") == [{"model": "broken", "stage": "extract"}]
     assert len(store.query("SELECT * FROM feature_sets")) == 3
@@ -374,3 +375,15 @@ def test_scoring_tasks_in_one_process_run_one_at_a_time(tmp_path, monkeypatch):
     for ref, result in zip(refs, scored, strict=True):
         x, y = make_classes(seed=int(ref.model[1:]))
         assert result.values["nc1"] == pytest.approx(metrics.score("nc1", x.astype(np.float32), y), rel=1e-6)
+
+
+def test_only_a_metric_that_scored_every_model_can_be_recommended():
+    from flows.rank import fully_scored
+    from tasks.score import ModelScores
+
+    def scored(**values):
+        return ModelScores(model="m", values=values, seconds={}, errors={}, n=10, n_classes=2)
+
+    scores = {"a": scored(face=1.0, leep=0.5, knn=0.3), "b": scored(face=0.5, knn=float("nan")), "c": scored(face=0.2)}
+    assert fully_scored(scores, ["face", "leep", "knn"]) == {"face"}  # b has no head (no LEEP), knn failed on b
+    assert fully_scored({}, ["face"]) == set()
