@@ -468,11 +468,10 @@ def _collapse(features: list[np.ndarray], labels: np.ndarray) -> dict[str, float
     premise is that the pre-trained features' collapse predicts this one, over the classes with 2+ test samples. None
     without two such classes to compare."""
     from facezoo.metrics.face import face_terms
-    from facezoo.metrics.stats import FeatureStats
+    from facezoo.metrics.stats import FeatureStats, single_sample_classes
 
-    present, counts = np.unique(labels, return_counts=True)
-    keep = np.isin(labels, present[counts >= 2])  # a class with one test sample has no spread to measure
-    if not features or (counts >= 2).sum() < 2:
+    keep = ~np.isin(labels, single_sample_classes(labels))  # a class with one test sample has no spread to measure
+    if not features or len(np.unique(labels[keep])) < 2:
         return None
     terms = face_terms(FeatureStats(np.concatenate(features)[keep], labels[keep]))
     return {k: float(terms[k]) for k in ("nc1", "variance_collapse", "class_fairness")}

@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from facezoo.data import check_name
 from facezoo.errors import FaceZooError, first_line
-from facezoo.metrics.stats import FeatureStats
+from facezoo.metrics.stats import FeatureStats, single_sample_classes
 from storage._process import process_alive
 from storage.objectstore import ObjectStore, is_url
 
@@ -84,8 +84,7 @@ class FeatureSet:
         """``(these features without the classes that have a single sample, those classes' names)``: a class with one
         sample has no within-class spread, so no metric can score it (a long tail, e.g. Reuters-R52, has such
         classes); the rest of the set still ranks the models. The set itself when every class has two or more."""
-        present, counts = np.unique(self.labels, return_counts=True)
-        single = present[counts < 2]
+        single = single_sample_classes(self.labels)
         if not len(single):
             return self, []
         keep = ~np.isin(self.labels, single)
@@ -206,10 +205,9 @@ class FeatureStore:
         table = pa.table(columns).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
         stats = None
         publish = _atomic_write if self.remote is None else self.remote.write_atomic
-        counts = np.unique(labels, return_counts=True)[1]
         # the metrics' statistics need two classes of 2+ samples; scoring reports the first and drops a class with a
         # single sample (FeatureSet.scorable), so statistics stored here would never be read
-        if len(counts) >= 2 and counts.min() >= 2:
+        if len(np.unique(labels)) >= 2 and not len(single_sample_classes(labels)):
             stats = FeatureStats(features, labels, gram=True).state()
             publish(_stats_path(path), lambda out: _save_npz(out, stats))
         float_columns = [c for c in ("feature.list.element", "logits.list.element") if c.split(".")[0] in columns]

@@ -28,7 +28,7 @@ import numpy as np
 from facezoo.errors import FaceZooError
 from facezoo.metrics._eigen import top_eigh
 
-__all__ = ["FeatureStats", "check_labels"]
+__all__ = ["FeatureStats", "check_labels", "single_sample_classes"]
 
 _CHUNK_ELEMENTS = 1 << 25  # 32 M values per chunk (128 MB in float32): few, large Gram updates run near BLAS speed
 _BLOCK_ELEMENTS = 1 << 20  # 1 M values: the O(N·D) statistics run on blocks that stay in cache
@@ -60,6 +60,13 @@ def check_labels(labels: Any, n: int | None = None) -> tuple[np.ndarray, np.ndar
         labels = labels.astype(str)
     classes, codes = np.unique(labels, return_inverse=True)
     return classes, codes.astype(np.int64).reshape(-1)
+
+
+def single_sample_classes(labels: np.ndarray) -> np.ndarray:
+    """The label values held by a single sample: :class:`FeatureStats` refuses them (no within-class spread), so a
+    caller that must score a long tail leaves them out first."""
+    present, counts = np.unique(labels, return_counts=True)
+    return present[counts < 2]
 
 
 class _NumpyOps:
